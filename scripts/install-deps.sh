@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages blockgate's tests, demo and benchmarks use,
+# when any is missing. Idempotent; needs root (or sudo).
+set -euo pipefail
+
+PACKAGES=(
+  nbdkit libnbd-bin python3-libnbd nbd-client   # NBD peers: nbdinfo, nbdcopy, nbdsh
+  qemu-utils                                     # qemu-img, qemu-io, qemu-nbd
+  fio                                            # benchmarks (nbd engine)
+  gnutls-bin openssl                             # certtool, psktool for TLS tests
+  qemu-system-x86 linux-image-amd64 busybox-static e2fsprogs kmod cpio gzip  # kernel-client VM tests
+  ceph-mon ceph-osd radosgw                      # single-node Ceph RGW (S3) for tests
+  awscli                                         # benchmark peer: aws s3 cp
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,69 @@
+// Every failure blockgate reports carries a stable `code` (API: never renamed)
+// and says whether retrying the same operation can succeed. Layers throw these;
+// the NBD layer maps them to NBD errno values in one place (nbd/errno.ts).
+
+export const ErrorCodes = {
+  /** Bad argument from a caller (range, alignment, flags, sizes). */
+  INVALID_ARGUMENT: 'ERR_INVALID_ARGUMENT',
+  /** I/O outside the device. */
+  OUT_OF_RANGE: 'ERR_OUT_OF_RANGE',
+  /** Request larger than this server accepts. */
+  TOO_LARGE: 'ERR_TOO_LARGE',
+  /** Operation not supported by this device/store (e.g. FAST_ZERO impossible). */
+  NOT_SUPPORTED: 'ERR_NOT_SUPPORTED',
+  READ_ONLY: 'ERR_READ_ONLY',
+  NO_SPACE: 'ERR_NO_SPACE',
+  IO: 'ERR_IO',
+  /** Configuration file or value is invalid; message names the key. */
+  CONFIG: 'ERR_CONFIG',
+  /** Wire protocol violated by the peer. */
+  PROTOCOL: 'ERR_PROTOCOL',
+  SHUTTING_DOWN: 'ERR_SHUTTING_DOWN',
+  // Object store
+  OBJECT_NOT_FOUND: 'ERR_OBJECT_NOT_FOUND',
+  PRECONDITION_FAILED: 'ERR_PRECONDITION_FAILED',
+  STORE_UNAVAILABLE: 'ERR_STORE_UNAVAILABLE',
+  STORE_TIMEOUT: 'ERR_STORE_TIMEOUT',
+  STORE_THROTTLED: 'ERR_STORE_THROTTLED',
+  STORE_ACCESS_DENIED: 'ERR_STORE_ACCESS_DENIED',
+  STORE_BAD_REQUEST: 'ERR_STORE_BAD_REQUEST',
+  /** Data read back does not match its checksum. */
+  CHECKSUM_MISMATCH: 'ERR_CHECKSUM_MISMATCH',
+  // Snapshots
+  SNAPSHOT_NOT_FOUND: 'ERR_SNAPSHOT_NOT_FOUND',
+  SNAPSHOT_CORRUPT: 'ERR_SNAPSHOT_CORRUPT',
+  SNAPSHOT_STATE: 'ERR_SNAPSHOT_STATE',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+export interface BlockgateErrorOptions {
+  retryable?: boolean;
+  cause?: unknown;
+  /** Extra structured context for logs (key, offset, snapshot id, ...). */
+  details?: Record<string, unknown>;
+}
+
+export class BlockgateError extends Error {
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, options: BlockgateErrorOptions = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'BlockgateError';
+    this.code = code;
+    this.retryable = options.retryable ?? false;
+    this.details = options.details;
+  }
+}
+
+export function isBlockgateError(err: unknown, code?: ErrorCode): err is BlockgateError {
+  return err instanceof BlockgateError && (code === undefined || err.code === code);
+}
+
+/** Message of any thrown value, for logs and CLI output. */
+export function errorMessage(err: unknown): string {
+  if (err instanceof Error) return err.message;
+  return String(err);
+}
