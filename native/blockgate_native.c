@@ -1,0 +1,308 @@
+// blockgate_native: the few Linux file/block-device system calls Node's fs
+// module does not expose, as asynchronous operations on the libuv thread pool
+// (napi_async_work: the event loop never blocks on them).
+//
+// Every function takes an fd the caller owns and returns a Promise. Failures
+// reject with an Error shaped like Node's fs errors: code ('EOPNOTSUPP'),
+// errno (negative, as libuv), syscall. Offsets and lengths are JS numbers
+// (safe integers, validated here: non-negative, <= 2^53).
+//
+//   seekData(fd, off)  / seekHole(fd, off)  lseek SEEK_DATA / SEEK_HOLE; -1 on ENXIO
+//   scanExtents(fd, off, len, maxCount)     SEEK_DATA/SEEK_HOLE loop in one hop:
+//                                           Float64Array [start, length, isData]*
+//   punchHole(fd, off, len)                 fallocate(PUNCH_HOLE|KEEP_SIZE)
+//   zeroRange(fd, off, len)                 fallocate(ZERO_RANGE|KEEP_SIZE)
+//   allocate(fd, off, len)                  fallocate(KEEP_SIZE) (mode 0)
+//   blkZeroOut(fd, off, len)                ioctl BLKZEROOUT
+//   blkDiscard(fd, off, len)                ioctl BLKDISCARD
+//   blockDeviceSize(fd)                     ioctl BLKGETSIZE64
+//   fadvise(fd, off, len, advice)           posix_fadvise (advice: 0..5 as POSIX_FADV_*)
+//
+// State: none. Each call allocates one Work record, freed in complete().
+
+#define _GNU_SOURCE
+#define NAPI_VERSION 8
+#include <node_api.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#define MAX_SAFE_INTEGER 9007199254740991LL
+#define MAX_SCAN_EXTENTS 65536
+
+typedef enum {
+  OP_SEEK_DATA,
+  OP_SEEK_HOLE,
+  OP_SCAN,
+  OP_PUNCH,
+  OP_ZERO_RANGE,
+  OP_ALLOCATE,
+  OP_BLK_ZEROOUT,
+  OP_BLK_DISCARD,
+  OP_BLK_SIZE,
+  OP_FADVISE,
+} Op;
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  Op op;
+  int fd;
+  int64_t offset;
+  int64_t length;
+  int64_t arg; /* fadvise advice, scan max count */
+  /* results */
+  int err; /* errno, 0 on success */
+  const char *syscall;
+  int64_t result;
+  double *extents; /* OP_SCAN: triples */
+  size_t extent_count;
+} Work;
+
+static int do_fallocate(Work *w, int mode) {
+  w->syscall = "fallocate";
+  for (;;) {
+    if (fallocate(w->fd, mode, (off_t)w->offset, (off_t)w->length) == 0) return 0;
+    if (errno != EINTR) return errno;
+  }
+}
+
+static int do_ioctl_range(Work *w, unsigned long req, const char *name) {
+  uint64_t range[2] = {(uint64_t)w->offset, (uint64_t)w->length};
+  w->syscall = name;
+  for (;;) {
+    if (ioctl(w->fd, req, range) == 0) return 0;
+    if (errno != EINTR) return errno;
+  }
+}
+
+static int do_scan(Work *w) {
+  int64_t pos = w->offset;
+  int64_t end = w->offset + w->length;
+  size_t cap = 16, n = 0;
+  int64_t max = w->arg;
+  double *out = malloc(cap * 3 * sizeof(double));
+  if (!out) return ENOMEM;
+  w->syscall = "lseek";
+  while (pos < end && (int64_t)n < max) {
+    off_t data = lseek(w->fd, (off_t)pos, SEEK_DATA);
+    int64_t start, stop;
+    int is_data;
+    if (data < 0) {
+      if (errno == ENXIO) { /* no data at or after pos: hole to EOF */
+        start = pos; stop = end; is_data = 0;
+      } else { int e = errno; free(out); return e; }
+    } else if (data > pos) {
+      start = pos; stop = data < end ? data : end; is_data = 0;
+    } else {
+      off_t hole = lseek(w->fd, (off_t)pos, SEEK_HOLE);
+      if (hole < 0) {
+        if (errno == ENXIO) hole = end; /* raced with a truncate: treat as data */
+        else { int e = errno; free(out); return e; }
+      }
+      if (hole <= pos) hole = end; /* defensive: never loop without progress */
+      start = pos; stop = hole < end ? hole : end; is_data = 1;
+    }
+    if (n == cap) {
+      double *grown = realloc(out, cap * 2 * 3 * sizeof(double));
+      if (!grown) { free(out); return ENOMEM; }
+      out = grown; cap *= 2;
+    }
+    /* merge with previous extent of the same kind (cannot normally happen) */
+    if (n > 0 && (int)out[(n - 1) * 3 + 2] == is_data) {
+      out[(n - 1) * 3 + 1] += (double)(stop - start);
+    } else {
+      out[n * 3] = (double)start;
+      out[n * 3 + 1] = (double)(stop - start);
+      out[n * 3 + 2] = is_data;
+      n++;
+    }
+    pos = stop;
+  }
+  w->extents = out;
+  w->extent_count = n;
+  return 0;
+}
+
+static void execute(napi_env env, void *data) {
+  (void)env;
+  Work *w = data;
+  switch (w->op) {
+    case OP_SEEK_DATA:
+    case OP_SEEK_HOLE: {
+      w->syscall = "lseek";
+      off_t r = lseek(w->fd, (off_t)w->offset, w->op == OP_SEEK_DATA ? SEEK_DATA : SEEK_HOLE);
+      if (r < 0) {
+        if (errno == ENXIO) w->result = -1;
+        else w->err = errno;
+      } else {
+        w->result = r;
+      }
+      break;
+    }
+    case OP_SCAN: w->err = do_scan(w); break;
+    case OP_PUNCH: w->err = do_fallocate(w, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE); break;
+    case OP_ZERO_RANGE: w->err = do_fallocate(w, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE); break;
+    case OP_ALLOCATE: w->err = do_fallocate(w, FALLOC_FL_KEEP_SIZE); break;
+    case OP_BLK_ZEROOUT: w->err = do_ioctl_range(w, BLKZEROOUT, "ioctl(BLKZEROOUT)"); break;
+    case OP_BLK_DISCARD: w->err = do_ioctl_range(w, BLKDISCARD, "ioctl(BLKDISCARD)"); break;
+    case OP_BLK_SIZE: {
+      uint64_t size = 0;
+      w->syscall = "ioctl(BLKGETSIZE64)";
+      if (ioctl(w->fd, BLKGETSIZE64, &size) < 0) w->err = errno;
+      else w->result = (int64_t)size;
+      break;
+    }
+    case OP_FADVISE:
+      w->syscall = "posix_fadvise";
+      w->err = posix_fadvise(w->fd, (off_t)w->offset, (off_t)w->length, (int)w->arg);
+      break;
+  }
+}
+
+static napi_value make_errno_error(napi_env env, int err, const char *syscall) {
+  const char *name = strerrorname_np(err);
+  char code_buf[32];
+  if (!name) { snprintf(code_buf, sizeof code_buf, "E%d", err); name = code_buf; }
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s, %s: %s", name, syscall ? syscall : "?", strerror(err));
+  napi_value code, message, error, errno_v, syscall_v;
+  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &code);
+  napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &message);
+  napi_create_error(env, code, message, &error);
+  napi_create_int32(env, -err, &errno_v);
+  napi_set_named_property(env, error, "errno", errno_v);
+  napi_create_string_utf8(env, syscall ? syscall : "?", NAPI_AUTO_LENGTH, &syscall_v);
+  napi_set_named_property(env, error, "syscall", syscall_v);
+  return error;
+}
+
+static void complete(napi_env env, napi_status status, void *data) {
+  Work *w = data;
+  if (status != napi_ok) {
+    napi_value error = make_errno_error(env, ECANCELED, "async_work");
+    napi_reject_deferred(env, w->deferred, error);
+  } else if (w->err != 0) {
+    napi_reject_deferred(env, w->deferred, make_errno_error(env, w->err, w->syscall));
+  } else {
+    napi_value result;
+    if (w->op == OP_SCAN) {
+      size_t count = w->extent_count * 3;
+      void *buf = NULL;
+      napi_value ab;
+      napi_create_arraybuffer(env, count * sizeof(double), &buf, &ab);
+      if (count) memcpy(buf, w->extents, count * sizeof(double));
+      napi_create_typedarray(env, napi_float64_array, count, ab, 0, &result);
+    } else if (w->op == OP_SEEK_DATA || w->op == OP_SEEK_HOLE || w->op == OP_BLK_SIZE) {
+      napi_create_double(env, (double)w->result, &result);
+    } else {
+      napi_get_undefined(env, &result);
+    }
+    napi_resolve_deferred(env, w->deferred, result);
+  }
+  napi_delete_async_work(env, w->work);
+  free(w->extents);
+  free(w);
+}
+
+static int get_int64_arg(napi_env env, napi_value v, const char *what, int64_t min, int64_t *out) {
+  napi_valuetype t;
+  double d;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) goto bad;
+  napi_get_value_double(env, v, &d);
+  if (!(d >= (double)min) || d > (double)MAX_SAFE_INTEGER || d != (double)(int64_t)d) goto bad;
+  *out = (int64_t)d;
+  return 1;
+bad: {
+    char msg[128];
+    snprintf(msg, sizeof msg, "%s must be an integer >= %lld", what, (long long)min);
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
+    return 0;
+  }
+}
+
+/* Parses (fd, [offset, [length, [arg]]]) per `nargs`, queues the work, returns the promise. */
+static napi_value start(napi_env env, napi_callback_info info, Op op, size_t nargs, const char *resource) {
+  size_t argc = 4;
+  napi_value argv[4];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc < nargs) {
+    napi_throw_type_error(env, "ERR_MISSING_ARGS", "missing arguments");
+    return NULL;
+  }
+  int64_t fd = 0, offset = 0, length = 0, arg = 0;
+  if (!get_int64_arg(env, argv[0], "fd", 0, &fd)) return NULL;
+  if (fd > INT32_MAX) { napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "fd out of range"); return NULL; }
+  if (nargs > 1 && !get_int64_arg(env, argv[1], "offset", 0, &offset)) return NULL;
+  if (nargs > 2 && !get_int64_arg(env, argv[2], "length", (op == OP_SCAN || op == OP_FADVISE) ? 0 : 1, &length)) return NULL;
+  if (nargs > 3 && !get_int64_arg(env, argv[3], "arg", 0, &arg)) return NULL;
+  if (offset + length > MAX_SAFE_INTEGER) {
+    napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "offset + length out of range");
+    return NULL;
+  }
+  if (op == OP_SCAN) {
+    if (arg < 1) arg = 1;
+    if (arg > MAX_SCAN_EXTENTS) arg = MAX_SCAN_EXTENTS;
+  }
+
+  Work *w = calloc(1, sizeof *w);
+  if (!w) { napi_throw_error(env, "ENOMEM", "out of memory"); return NULL; }
+  w->op = op;
+  w->fd = (int)fd;
+  w->offset = offset;
+  w->length = length;
+  w->arg = arg;
+
+  napi_value promise, name;
+  napi_create_promise(env, &w->deferred, &promise);
+  napi_create_string_utf8(env, resource, NAPI_AUTO_LENGTH, &name);
+  if (napi_create_async_work(env, NULL, name, execute, complete, w, &w->work) != napi_ok ||
+      napi_queue_async_work(env, w->work) != napi_ok) {
+    napi_reject_deferred(env, w->deferred, make_errno_error(env, ENOMEM, "napi_queue_async_work"));
+    free(w);
+  }
+  return promise;
+}
+
+#define DEFINE(fn, op, nargs)                                           \
+  static napi_value fn(napi_env env, napi_callback_info info) {         \
+    return start(env, info, op, nargs, "blockgate:" #fn);               \
+  }
+
+DEFINE(seekData, OP_SEEK_DATA, 2)
+DEFINE(seekHole, OP_SEEK_HOLE, 2)
+DEFINE(scanExtents, OP_SCAN, 4)
+DEFINE(punchHole, OP_PUNCH, 3)
+DEFINE(zeroRange, OP_ZERO_RANGE, 3)
+DEFINE(allocate, OP_ALLOCATE, 3)
+DEFINE(blkZeroOut, OP_BLK_ZEROOUT, 3)
+DEFINE(blkDiscard, OP_BLK_DISCARD, 3)
+DEFINE(blockDeviceSize, OP_BLK_SIZE, 1)
+DEFINE(fadvise, OP_FADVISE, 4)
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"seekData", NULL, seekData, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"seekHole", NULL, seekHole, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"scanExtents", NULL, scanExtents, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"punchHole", NULL, punchHole, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"zeroRange", NULL, zeroRange, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"allocate", NULL, allocate, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"blkZeroOut", NULL, blkZeroOut, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"blkDiscard", NULL, blkDiscard, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"blockDeviceSize", NULL, blockDeviceSize, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"fadvise", NULL, fadvise, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  return exports;
+}
+
+NAPI_MODULE_INIT() { return init(env, exports); }
