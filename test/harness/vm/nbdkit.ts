@@ -1,0 +1,67 @@
+// nbdkit on a free loopback port, as a reference NBD server for the VM
+// harness's self-check (and as a peer to compare blockgate with). Readiness:
+// nbdkit writes its pidfile only once it listens; a taken port makes it exit,
+// and another port is tried.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export interface NbdkitHandle {
+  readonly port: number;
+  readonly process: ChildProcess;
+  output(): string;
+  stop(): Promise<void>;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => res(port));
+    });
+  });
+}
+
+/** Starts `nbdkit -e EXPORT PLUGIN ARGS...` on 127.0.0.1. */
+export async function startNbdkit(exportName: string, pluginArgs: string[]): Promise<NbdkitHandle> {
+  const dir = mkdtempSync(join(tmpdir(), 'blockgate-nbdkit-'));
+  const pidfile = join(dir, 'nbdkit.pid');
+  let lastOut = '';
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const port = await freePort();
+    rmSync(pidfile, { force: true });
+    const child = spawn('nbdkit', ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(port), '-P', pidfile, '-e', exportName, ...pluginArgs], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (b: Buffer) => { out += b.toString(); });
+    child.stderr.on('data', (b: Buffer) => { out += b.toString(); });
+    const exited = new Promise<void>((res) => child.once('exit', () => res()));
+    let spawnError: Error | undefined;
+    child.once('error', (e) => { spawnError = e; });
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline && child.exitCode === null && !spawnError) {
+      if (existsSync(pidfile) && readFileSync(pidfile, 'utf8').trim() !== '') {
+        return {
+          port, process: child, output: () => out,
+          stop: async () => {
+            if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+            await exited;
+            rmSync(dir, { recursive: true, force: true });
+          },
+        };
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    if (spawnError) throw new Error(`nbdkit: ${spawnError.message}`);
+    child.kill('SIGKILL');
+    await exited;
+    lastOut = out;
+  }
+  rmSync(dir, { recursive: true, force: true });
+  throw new Error(`could not start nbdkit:\n${lastOut}`);
+}
