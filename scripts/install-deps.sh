@@ -9,6 +9,7 @@ PACKAGES=(
   fio                                            # benchmarks (nbd engine)
   gnutls-bin openssl                             # certtool, psktool for TLS tests
   qemu-system-x86 linux-image-amd64 busybox-static e2fsprogs kmod cpio gzip  # kernel-client VM tests
+  socat                                          # VM tests: BLOCKGATE_VM_FWD=relay
   ceph-mon ceph-osd radosgw                      # single-node Ceph RGW (S3) for tests
   awscli                                         # benchmark peer: aws s3 cp
 )
@@ -23,6 +24,8 @@ fi
 echo "install-deps: installing ${missing[*]}" >&2
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+# INITRD=No: the kernel package is only the VM tests' guest kernel; skip
+# building a host initrd for it (saves ~30 s).
+export DEBIAN_FRONTEND=noninteractive INITRD=No
+$SUDO env DEBIAN_FRONTEND=noninteractive INITRD=No apt-get update -qq
+$SUDO env DEBIAN_FRONTEND=noninteractive INITRD=No apt-get install -y -q --no-install-recommends "${missing[@]}"
