@@ -1,0 +1,361 @@
+// RawVolume specifics the compliance suite cannot know: space really freed
+// (st_blocks) by trim/zero, SEEK_DATA extents, file creation/extension/refusal
+// rules, ENOSPC mapping, and block devices (via a loop device when this host
+// lets us create one).
+import { execFile as execFileCb } from 'node:child_process';
+import { mkdir, mkdtemp, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+
+import type { Extent } from '../../src/block-device/block-device.js';
+import { isBlockgateError } from '../../src/errors.js';
+import * as native from '../../src/native/index.js';
+import { RawVolume, type RawVolumeOptions } from '../../src/volumes/raw.js';
+import { blockDeviceCompliance } from '../block-device/compliance.js';
+
+const execFile = promisify(execFileCb);
+const MiB = 1024 * 1024;
+const NO_FUA = { fua: false };
+
+let dir: string;
+let seq = 0;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'blockgate-raw-unit-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+function fresh(): string {
+  return join(dir, `v${seq++}.img`);
+}
+
+async function openVol(opts: RawVolumeOptions): Promise<RawVolume> {
+  const v = await RawVolume.open(opts);
+  onTestFinished(() => v.close().catch(() => undefined));
+  return v;
+}
+
+/** Allocated bytes of a file (du). */
+async function allocated(path: string): Promise<number> {
+  return (await stat(path)).blocks * 512;
+}
+
+function fill(len: number, byte: number): Buffer {
+  return Buffer.alloc(len, byte);
+}
+
+/** [start, end, hole] runs of an extent list starting at `offset`. */
+function runs(offset: number, ex: Extent[]): Array<[number, number, boolean]> {
+  const out: Array<[number, number, boolean]> = [];
+  let pos = offset;
+  for (const e of ex) {
+    out.push([pos, pos + e.length, e.hole]);
+    pos += e.length;
+  }
+  return out;
+}
+
+async function expectConfigError(p: Promise<unknown>, re: RegExp): Promise<void> {
+  const err = await p.then(() => undefined, (e: unknown) => e);
+  expect(isBlockgateError(err, 'ERR_CONFIG'), String(err)).toBe(true);
+  expect((err as Error).message).toMatch(re);
+}
+
+describe('native addon', () => {
+  it('is built and loads', () => {
+    expect(native.nativeAvailable()).toBe(true);
+  });
+
+  it('rejects with errno codes the caller can test', async () => {
+    const path = fresh();
+    await writeFile(path, 'x');
+    const v = await openVol({ path, readOnly: true });
+    const fd = (v as unknown as { fd: number }).fd;
+    const err = await native.blockDeviceSize(fd).then(() => undefined, (e: unknown) => e);
+    expect(native.hasErrorCode(err, 'ENOTTY')).toBe(true);
+    expect((err as native.NativeError).errno).toBe(-25);
+    expect((err as native.NativeError).syscall).toBe('ioctl(BLKGETSIZE64)');
+    expect(await native.seekData(fd, 0)).toBe(0);
+    expect(await native.seekHole(fd, 0)).toBe(1);
+    expect(await native.seekData(fd, 5)).toBe(-1);
+    await expect(native.punchHole(fd, 0, 1)).rejects.toMatchObject({ code: 'EBADF' });
+    expect(() => native.punchHole(fd, -1, 1)).toThrow(/offset/);
+  });
+});
+
+describe('RawVolume on a sparse file', () => {
+  it('creates a missing file sparse at the configured size', async () => {
+    const path = fresh();
+    const v = await openVol({ path, size: '1GiB' });
+    expect(v.capabilities().size).toBe(1024 * MiB);
+    expect((await stat(path)).size).toBe(1024 * MiB);
+    expect(await allocated(path)).toBeLessThan(MiB);
+    expect(v.capabilities()).toMatchObject({
+      minBlockSize: 1, preferredBlockSize: 4096, maxBlockSize: 32 * MiB,
+      multiConn: true, fua: 'native', zero: 'native', fastZero: true, trim: true, extents: true, cache: 'native', flush: true,
+    });
+  });
+
+  it('trim and zero(mayTrim) give space back (du drops)', async () => {
+    const path = fresh();
+    const v = await openVol({ path, size: 64 * MiB });
+    await v.write(fill(16 * MiB, 0x5a), 0, NO_FUA);
+    await v.flush();
+    const full = await allocated(path);
+    expect(full).toBeGreaterThanOrEqual(16 * MiB);
+
+    await v.trim(0, 8 * MiB, NO_FUA);
+    const afterTrim = await allocated(path);
+    expect(afterTrim).toBeLessThanOrEqual(full - 8 * MiB + 64 * 1024);
+
+    await v.zero(8 * MiB, 4 * MiB, { fua: false, mayTrim: true, fast: false });
+    const afterZero = await allocated(path);
+    expect(afterZero).toBeLessThanOrEqual(afterTrim - 4 * MiB + 64 * 1024);
+
+    // NO_HOLE zero keeps (or makes) the range allocated, and reads as zeros
+    await v.zero(12 * MiB, 4 * MiB, { fua: true, mayTrim: false, fast: true });
+    expect(await allocated(path)).toBeGreaterThanOrEqual(4 * MiB - 64 * 1024);
+    const back = Buffer.alloc(16 * MiB, 1);
+    await v.read(back, 0);
+    expect(back.every((b) => b === 0)).toBe(true);
+  });
+
+  it('extents follow writes, trims and zeroes', async () => {
+    const path = fresh();
+    const v = await openVol({ path, size: 16 * MiB });
+    expect(runs(0, await v.extents(0, 16 * MiB))).toEqual([[0, 16 * MiB, true]]);
+
+    await v.write(fill(MiB, 1), 2 * MiB, NO_FUA);
+    await v.write(fill(MiB, 2), 8 * MiB, NO_FUA);
+    expect(runs(0, await v.extents(0, 16 * MiB))).toEqual([
+      [0, 2 * MiB, true], [2 * MiB, 3 * MiB, false], [3 * MiB, 8 * MiB, true], [8 * MiB, 9 * MiB, false], [9 * MiB, 16 * MiB, true],
+    ]);
+    // holes are hole+zero; data is neither
+    const ex = await v.extents(0, 16 * MiB);
+    for (const e of ex) expect(e.zero).toBe(e.hole);
+
+    await v.trim(2 * MiB, 512 * 1024, NO_FUA);
+    await v.zero(8 * MiB + 512 * 1024, 512 * 1024, { fua: false, mayTrim: true, fast: false });
+    expect(runs(0, await v.extents(0, 16 * MiB))).toEqual([
+      [0, 2 * MiB + 512 * 1024, true], [2 * MiB + 512 * 1024, 3 * MiB, false], [3 * MiB, 8 * MiB, true],
+      [8 * MiB, 8 * MiB + 512 * 1024, false], [8 * MiB + 512 * 1024, 16 * MiB, true],
+    ]);
+
+    // a query inside a run is clipped to the query
+    expect(runs(100, await v.extents(100, 50))).toEqual([[100, 150, true]]);
+    expect(runs(2 * MiB + 512 * 1024 + 7, await v.extents(2 * MiB + 512 * 1024 + 7, 10))).toEqual([
+      [2 * MiB + 512 * 1024 + 7, 2 * MiB + 512 * 1024 + 17, false],
+    ]);
+  });
+
+  it('extends an existing shorter file, keeping its data', async () => {
+    const path = fresh();
+    await writeFile(path, fill(MiB, 7));
+    const v = await openVol({ path, size: 4 * MiB });
+    expect(v.capabilities().size).toBe(4 * MiB);
+    expect((await stat(path)).size).toBe(4 * MiB);
+    const b = Buffer.alloc(4 * MiB);
+    await v.read(b, 0);
+    expect(b.subarray(0, MiB).every((x) => x === 7)).toBe(true);
+    expect(b.subarray(MiB).every((x) => x === 0)).toBe(true);
+    expect(runs(0, await v.extents(0, 4 * MiB)).at(-1)).toEqual([MiB, 4 * MiB, true]);
+  });
+
+  it('without a size, serves an existing file at its own size', async () => {
+    const path = fresh();
+    await truncate(path, 0).catch(() => undefined);
+    await writeFile(path, Buffer.alloc(0));
+    await truncate(path, 3 * MiB + 1);
+    const v = await openVol({ path });
+    expect(v.capabilities().size).toBe(3 * MiB + 1);
+  });
+
+  it('refuses a file larger than the configured size', async () => {
+    const path = fresh();
+    await writeFile(path, Buffer.alloc(0));
+    await truncate(path, 2 * MiB);
+    await expectConfigError(RawVolume.open({ path, size: MiB }), /larger than the configured size/);
+    expect((await stat(path)).size).toBe(2 * MiB); // untouched
+  });
+
+  it('refuses bad configurations with ERR_CONFIG', async () => {
+    await expectConfigError(RawVolume.open({ path: fresh() }), /no size is configured/);
+    await expectConfigError(RawVolume.open({ path: fresh(), size: MiB, readOnly: true }), /does not exist/);
+    await expectConfigError(RawVolume.open({ path: fresh(), size: 'lots' }), /invalid size/);
+    await expectConfigError(RawVolume.open({ path: fresh(), size: 0 }), /invalid size/);
+    const sub = join(dir, `d${seq++}`);
+    await mkdir(sub);
+    await expectConfigError(RawVolume.open({ path: sub, size: MiB }), /not a regular file or block device/);
+    await expectConfigError(RawVolume.open({ path: join(sub, 'missing', 'x.img'), size: MiB }), /cannot open/);
+    const short = fresh();
+    await writeFile(short, 'abc');
+    await expectConfigError(RawVolume.open({ path: short, size: MiB, readOnly: true }), /smaller than the configured size/);
+  });
+
+  it('read-only volumes advertise no write-side operations', async () => {
+    const path = fresh();
+    await writeFile(path, fill(8192, 3));
+    const v = await openVol({ path, readOnly: true });
+    expect(v.capabilities()).toMatchObject({ readOnly: true, fua: 'none', zero: 'none', trim: false, fastZero: false, extents: true });
+    const b = Buffer.alloc(8192);
+    await v.read(b, 0);
+    expect(b.every((x) => x === 3)).toBe(true);
+  });
+
+  it('falls back to writing zeros when no fallocate mode works, and fast zero says ERR_NOT_SUPPORTED', async () => {
+    const path = fresh();
+    const v = await openVol({ path, size: 4 * MiB, unsupported: ['punchHole', 'zeroRange', 'allocate'] });
+    expect(v.capabilities().fastZero).toBe(false);
+    await v.write(fill(MiB, 9), 0, NO_FUA);
+    const err = await v.zero(0, 4096, { fua: false, mayTrim: true, fast: true }).then(() => undefined, (e: unknown) => e);
+    expect(isBlockgateError(err, 'ERR_NOT_SUPPORTED')).toBe(true);
+    await v.zero(1, 3 * MiB, { fua: false, mayTrim: true, fast: false });
+    const b = Buffer.alloc(MiB);
+    await v.read(b, 0);
+    expect(b[0]).toBe(9);
+    expect(b.subarray(1).every((x) => x === 0)).toBe(true);
+    await v.trim(0, MiB, NO_FUA); // advisory: succeeds without effect
+    await v.read(b, 0);
+    expect(b[0]).toBe(9);
+  });
+
+  it('requests after close fail with ERR_SHUTTING_DOWN; close is idempotent', async () => {
+    const v = await RawVolume.open({ path: fresh(), size: MiB });
+    await v.close();
+    await v.close();
+    const err = await v.write(Buffer.alloc(1), 0, NO_FUA).then(() => undefined, (e: unknown) => e);
+    expect(isBlockgateError(err, 'ERR_SHUTTING_DOWN')).toBe(true);
+  });
+});
+
+// ENOSPC needs a small file system: a private 1 MiB tmpfs (root only). tmpfs
+// also has PUNCH_HOLE but no ZERO_RANGE, a real instance of that fallback.
+describe('RawVolume on a tiny tmpfs', async () => {
+  const mnt = join(tmpdir(), `blockgate-raw-tmpfs-${process.pid}`);
+  let mounted = false;
+  try {
+    await mkdir(mnt, { recursive: true });
+    await execFile('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'blockgate-test', mnt]);
+    mounted = true;
+  } catch {
+    await rm(mnt, { recursive: true, force: true }).catch(() => undefined);
+  }
+  afterAll(async () => {
+    if (mounted) await execFile('umount', [mnt]).catch(() => undefined);
+    await rm(mnt, { recursive: true, force: true }).catch(() => undefined);
+  });
+
+  it.skipIf(!mounted)('a write past the free space fails with ERR_NO_SPACE', async () => {
+    const v = await openVol({ path: join(mnt, 'big.img'), size: 8 * MiB });
+    const err = await v.write(fill(4 * MiB, 1), 0, NO_FUA).then(() => undefined, (e: unknown) => e);
+    expect(isBlockgateError(err, 'ERR_NO_SPACE'), String(err)).toBe(true);
+    await v.close();
+    await rm(join(mnt, 'big.img'));
+  });
+
+  it.skipIf(!mounted)('zero without ZERO_RANGE: punch hole (+ allocate for NO_HOLE)', async () => {
+    const path = join(mnt, 'z.img');
+    const v = await openVol({ path, size: 4 * MiB });
+    await v.write(fill(256 * 1024, 4), 0, NO_FUA);
+    await v.zero(0, 128 * 1024, { fua: false, mayTrim: false, fast: true });
+    await v.zero(128 * 1024, 128 * 1024, { fua: false, mayTrim: true, fast: true });
+    const b = Buffer.alloc(256 * 1024, 1);
+    await v.read(b, 0);
+    expect(b.every((x) => x === 0)).toBe(true);
+    expect(await allocated(path)).toBeLessThanOrEqual(128 * 1024 + 4096);
+  });
+});
+
+// Block devices: a loop device over a sparse file, when losetup works here.
+async function tryLoop(size: number): Promise<{ dev: string; file: string } | undefined> {
+  const file = join(tmpdir(), `blockgate-loop-${process.pid}-${seq++}.img`);
+  try {
+    await writeFile(file, Buffer.alloc(0));
+    await truncate(file, size);
+    const { stdout } = await execFile('losetup', ['--find', '--show', file]);
+    return { dev: stdout.trim(), file };
+  } catch {
+    await rm(file, { force: true });
+    return undefined;
+  }
+}
+
+const loops: Array<{ dev: string; file: string }> = [];
+async function makeLoop(size: number): Promise<{ dev: string; file: string }> {
+  const l = await tryLoop(size);
+  if (!l) throw new Error('losetup failed');
+  loops.push(l);
+  return l;
+}
+const loopProbe = await tryLoop(MiB);
+if (loopProbe) {
+  await execFile('losetup', ['-d', loopProbe.dev]).catch(() => undefined);
+  await rm(loopProbe.file, { force: true });
+}
+afterAll(async () => {
+  for (const l of loops.splice(0)) {
+    await execFile('losetup', ['-d', l.dev]).catch(() => undefined);
+    await rm(l.file, { force: true });
+  }
+});
+
+describe.skipIf(!loopProbe)('RawVolume on a loop block device', () => {
+  it('takes its size from the device; serves a prefix; refuses more', async () => {
+    const l = await makeLoop(32 * MiB);
+    const v = await openVol({ path: l.dev });
+    expect(v.capabilities()).toMatchObject({ size: 32 * MiB, extents: false, zero: 'native', trim: true, multiConn: true });
+    await v.close();
+    const p = await openVol({ path: l.dev, size: 16 * MiB });
+    expect(p.capabilities().size).toBe(16 * MiB);
+    await p.close();
+    await expectConfigError(RawVolume.open({ path: l.dev, size: 33 * MiB }), /exceeds the block device size/);
+  });
+
+  it('is opened exclusively (a second open fails with ERR_CONFIG / EBUSY)', async () => {
+    const l = await makeLoop(8 * MiB);
+    await openVol({ path: l.dev });
+    await expectConfigError(RawVolume.open({ path: l.dev }), /in use/);
+  });
+
+  it('zero and trim reach the backing file (du drops), unaligned edges included', async () => {
+    const l = await makeLoop(32 * MiB);
+    const v = await openVol({ path: l.dev });
+    await v.write(fill(16 * MiB, 0x33), 0, NO_FUA);
+    await v.flush();
+    const full = await allocated(l.file);
+    expect(full).toBeGreaterThanOrEqual(16 * MiB);
+    await v.trim(0, 4 * MiB, NO_FUA);
+    await v.zero(4 * MiB - 100, 4 * MiB + 200, { fua: true, mayTrim: true, fast: false });
+    await v.zero(12 * MiB + 1, 1000, { fua: false, mayTrim: false, fast: false });
+    await v.flush();
+    expect(await allocated(l.file)).toBeLessThan(full - 3 * MiB);
+    const b = Buffer.alloc(16 * MiB);
+    await v.read(b, 0);
+    // trimmed range: zeros or old data (loop discard punches holes: zeros)
+    expect(b.subarray(4 * MiB - 100, 8 * MiB + 100).every((x) => x === 0)).toBe(true);
+    expect(b.subarray(8 * MiB + 100, 12 * MiB + 1).every((x) => x === 0x33)).toBe(true);
+    expect(b.subarray(12 * MiB + 1, 12 * MiB + 1001).every((x) => x === 0)).toBe(true);
+    expect(b.subarray(12 * MiB + 1001).every((x) => x === 0x33)).toBe(true);
+  });
+});
+
+if (loopProbe) {
+  const paths = new WeakMap<object, string>();
+  blockDeviceCompliance('RawVolume (loop block device)', {
+    async create(size) {
+      const l = await makeLoop(size);
+      const v = await RawVolume.open({ path: l.dev });
+      paths.set(v, l.dev);
+      return v;
+    },
+    async reopen(device, { readOnly }) {
+      const dev = paths.get(device)!;
+      const v = await RawVolume.open({ path: dev, readOnly });
+      paths.set(v, dev);
+      return v;
+    },
+  }, { size: 48 * MiB });
+}
