@@ -6,6 +6,8 @@ import { readFileSync } from 'node:fs';
 import { createSecureContext, type SecureContext, type TLSSocket } from 'node:tls';
 import { BlockgateError, ErrorCodes, errorMessage } from '../errors.js';
 
+const TLS13_SHA256_SUITES = 'TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256';
+
 export interface TlsFiles {
   readonly cert?: string;
   readonly key?: string;
@@ -59,8 +61,11 @@ export function loadTlsConfig(files: TlsFiles): TlsServerConfig {
       minVersion: 'TLSv1.2',
       ...(files.cert !== undefined ? { cert: readConfigFile(files.cert, 'cert'), key: readConfigFile(files.key!, 'key') } : {}),
       ...(files.ca !== undefined ? { ca: readConfigFile(files.ca, 'ca') } : {}),
-      // PSK suites are off by default in OpenSSL's list; add them when PSK is configured.
-      ...(psk ? { ciphers: 'DEFAULT:PSK:ECDHE-PSK:DHE-PSK' } : {}),
+      // PSK suites are off by default in OpenSSL's list; add them when PSK is
+      // configured. OpenSSL's PSK callback only works with SHA-256 TLS 1.3
+      // suites: offering a SHA-384 one makes it fall back to certificate
+      // authentication, which PSK-only clients (libnbd) refuse.
+      ...(psk ? { ciphers: `${TLS13_SHA256_SUITES}:DEFAULT:PSK:ECDHE-PSK:DHE-PSK` } : {}),
     });
   } catch (err) {
     if (err instanceof BlockgateError) throw err;

@@ -1,0 +1,79 @@
+// The `blockgate` command line. Each subcommand lives in its own module and
+// registers itself here; expected failures print one line and exit 1.
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { BlockgateError, errorMessage } from '../errors.js';
+import { Logger, type LogFormat, type LogLevel } from '../log.js';
+import { loadConfig } from '../daemon/config.js';
+import { notifySystemd, startDaemon } from '../daemon/daemon.js';
+
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+export function buildProgram(): Command {
+  const program = new Command('blockgate')
+    .description('Storage gateway: virtual block devices over NBD, protected in an S3-compatible object store')
+    .version(packageVersion(), '-V, --version')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+
+  program
+    .command('serve')
+    .description('run the gateway daemon: serve the configured volumes over NBD')
+    .requiredOption('-c, --config <file>', 'YAML configuration file (see config.example.yaml)')
+    .addOption(new Option('--log-level <level>', 'override log.level').choices(['debug', 'info', 'warn', 'error']))
+    .addOption(new Option('--log-format <format>', 'override log.format').choices(['json', 'text']))
+    .option('--check', 'validate the configuration and exit')
+    .action(async (opts: { config: string; logLevel?: LogLevel; logFormat?: LogFormat; check?: boolean }) => {
+      const config = loadConfig(opts.config);
+      if (opts.check) {
+        process.stdout.write(`${opts.config}: OK (${config.volumes.length} volume(s), ${config.listen.length} listener(s))\n`);
+        return;
+      }
+      const logger = new Logger({ level: opts.logLevel ?? config.log.level, format: opts.logFormat ?? config.log.format });
+      const daemon = await startDaemon(config, logger);
+      logger.info('ready', { addresses: daemon.addresses, volumes: daemon.exports.map((e) => e.name) });
+      notifySystemd('--ready', logger);
+      await new Promise<void>((resolve) => {
+        let signals = 0;
+        const onSignal = (sig: NodeJS.Signals): void => {
+          if (++signals > 1) {
+            logger.warn('second signal: exiting without waiting', { signal: sig });
+            process.exit(1);
+          }
+          logger.info('signal received; shutting down', { signal: sig });
+          notifySystemd('STOPPING=1', logger);
+          daemon.stop().then(resolve, (err) => {
+            logger.error('shutdown failed', { err: errorMessage(err) });
+            process.exitCode = 1;
+            resolve();
+          });
+        };
+        process.on('SIGTERM', onSignal);
+        process.on('SIGINT', onSignal);
+      });
+    });
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode;
+      return;
+    }
+    if (err instanceof BlockgateError) {
+      process.stderr.write(`blockgate: ${err.message} [${err.code}]\n`);
+      process.exitCode = 1;
+      return;
+    }
+    process.stderr.write(`blockgate: unexpected error: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exitCode = 2;
+  }
+}
