@@ -1,0 +1,257 @@
+// Image transfer: upload a file/block device as a snapshot, download (restore)
+// a snapshot to a file/block device. Reused by the volume engines.
+// Upload states: reading → (blocks in flight, bounded) → completing → done |
+// aborted (session markers removed; written objects left for GC).
+// Invariants:
+//   - at most `concurrency` blocks in flight plus `concurrency` queued: the
+//     reader awaits admission (backpressure), so memory is O(concurrency × block);
+//   - zero blocks are never uploaded; with a parent, a block whose content
+//     address equals the parent's at that index is not put at all, so an
+//     incremental upload sends O(changed blocks) bytes;
+//   - download to a regular file leaves zero blocks as holes (full restore
+//     truncates first); to a block device zero blocks are written as zeros
+//     unless the target already reads as zeros (incremental);
+//   - incremental download reads and hashes each target block and writes
+//     only blocks whose content differs from the snapshot's.
+
+import { open, readFile, type FileHandle } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { BlockgateError, ErrorCodes } from '../errors.js';
+import { WorkPool } from './bounded.js';
+import { blockCount, blockHashFromDigest, isZero, sha256, type SnapshotRoot } from './format.js';
+import type { SnapshotStore } from './snapshot-store.js';
+
+export interface TransferProgress {
+  /** Bytes of the image/target examined so far. */
+  doneBytes: number;
+  totalBytes: number;
+  /** Bytes sent to / fetched from the store (plaintext). */
+  transferredBytes: number;
+  changedBlocks: number;
+}
+
+export interface UploadImageOptions {
+  volume?: string;
+  parent?: string;
+  blockSize?: number;
+  description?: string;
+  /** Blocks in flight (default: the store's concurrency). */
+  concurrency?: number;
+  onProgress?: (p: TransferProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface UploadResult {
+  root: SnapshotRoot;
+  changedBlocks: number;
+  zeroBlocks: number;
+  unchangedBlocks: number;
+  uploadedBytes: number;
+  storedBytes: number;
+  elapsedMs: number;
+}
+
+async function deviceSize(path: string, st: Stats, fh: FileHandle): Promise<number> {
+  if (!st.isBlockDevice()) return st.size;
+  const rdev = st.rdev;
+  const major = (rdev >> 8) & 0xfff;
+  const minor = (rdev & 0xff) | ((rdev >> 12) & 0xfff00);
+  try {
+    const sectors = Number((await readFile(`/sys/dev/block/${major}:${minor}/size`, 'utf8')).trim());
+    if (Number.isSafeInteger(sectors)) return sectors * 512;
+  } catch { /* fall through */ }
+  void fh;
+  throw new BlockgateError(ErrorCodes.NOT_SUPPORTED, `cannot determine the size of block device ${path}`);
+}
+
+function ioError(path: string, err: unknown): BlockgateError {
+  const e = err as NodeJS.ErrnoException;
+  return new BlockgateError(e.code === 'ENOENT' ? ErrorCodes.INVALID_ARGUMENT : ErrorCodes.IO, `${path}: ${e.code === 'ENOENT' ? 'no such file' : e.message}`, { cause: err });
+}
+
+async function readFully(fh: FileHandle, buf: Buffer, position: number): Promise<number> {
+  let got = 0;
+  while (got < buf.length) {
+    const { bytesRead } = await fh.read(buf, got, buf.length - got, position + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return got;
+}
+
+/** Uploads the file or block device at `path` as a new snapshot. */
+export async function uploadImage(snaps: SnapshotStore, path: string, options: UploadImageOptions = {}): Promise<UploadResult> {
+  const t0 = Date.now();
+  let fh: FileHandle;
+  try { fh = await open(path, 'r'); } catch (err) { throw ioError(path, err); }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile() && !st.isBlockDevice()) throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `${path} is not a regular file or block device`);
+    const size = await deviceSize(path, st, fh);
+    const session = await snaps.start({
+      size,
+      ...(options.volume !== undefined ? { volume: options.volume } : {}),
+      ...(options.parent !== undefined ? { parent: options.parent } : {}),
+      ...(options.blockSize !== undefined ? { blockSize: options.blockSize } : {}),
+      ...(options.description !== undefined ? { description: options.description } : {}),
+    });
+    const bs = session.blockSize;
+    const n = session.blockCount;
+    const concurrency = options.concurrency ?? snaps.options.concurrency;
+    const pool = new WorkPool(concurrency, concurrency);
+    const agg = createHash('sha256');
+    let changed = 0, zeros = 0, unchanged = 0, transferred = 0;
+    const progress = (i: number): void => options.onProgress?.({ doneBytes: Math.min(size, i * bs), totalBytes: size, transferredBytes: transferred, changedBlocks: changed });
+    try {
+      for (let i = 0; i < n; i++) {
+        if (options.signal?.aborted) throw new BlockgateError(ErrorCodes.SHUTTING_DOWN, 'upload aborted');
+        if (pool.hasFailed) break;
+        const len = Math.min(bs, size - i * bs);
+        const buf = Buffer.allocUnsafe(len);
+        const got = await readFully(fh, buf, i * bs);
+        if (got !== len) throw new BlockgateError(ErrorCodes.IO, `${path}: short read at block ${i} (image changed size while reading?)`);
+        const zero = isZero(buf);
+        const parentHash = session.parent ? await session.parentBlockHash(i) : null;
+        if (zero) {
+          zeros++;
+          if (parentHash === null) { progress(i + 1); continue; }
+        } else if (parentHash !== null) {
+          const full = len === bs ? buf : Buffer.concat([buf, Buffer.alloc(bs - len)]);
+          if (blockHashFromDigest(session.family.key, sha256(full)) === parentHash) { unchanged++; progress(i + 1); continue; }
+        }
+        const digest = sha256(buf);
+        agg.update(digest);
+        changed++;
+        const index = i;
+        await pool.push(async () => {
+          await session.putBlockWithDigest(index, buf, digest);
+          if (!zero) transferred += len;
+        });
+        progress(i + 1);
+      }
+      await pool.drain();
+      const root = await session.complete(changed, agg.digest('base64'));
+      progress(n);
+      return {
+        root, changedBlocks: changed, zeroBlocks: zeros, unchangedBlocks: unchanged,
+        uploadedBytes: session.counters.uploadedBytes, storedBytes: session.counters.storedBytes, elapsedMs: Date.now() - t0,
+      };
+    } catch (err) {
+      await pool.drain().catch(() => {});
+      await session.abort().catch(() => {});
+      throw err;
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+export interface DownloadOptions {
+  /** Write only blocks whose content differs from what the target holds. */
+  incremental?: boolean;
+  concurrency?: number;
+  onProgress?: (p: TransferProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface DownloadResult {
+  root: SnapshotRoot;
+  writtenBlocks: number;
+  writtenBytes: number;
+  fetchedBlocks: number;
+  skippedBlocks: number;
+  elapsedMs: number;
+}
+
+/** Restores snapshot `id` into `target` (regular file, created if missing, or block device). */
+export async function downloadSnapshot(snaps: SnapshotStore, id: string, target: string, options: DownloadOptions = {}): Promise<DownloadResult> {
+  const t0 = Date.now();
+  const root = await snaps.getRoot(id);
+  const family = await snaps.familyOf(root);
+  const bs = root.blockSize;
+  const n = blockCount(root.size, bs);
+  let fh: FileHandle;
+  try { fh = await open(target, 'r+'); } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw ioError(target, err);
+    try { fh = await open(target, 'w+'); } catch (err2) { throw ioError(target, err2); }
+  }
+  try {
+    const st = await fh.stat();
+    const isDevice = st.isBlockDevice();
+    if (!isDevice && !st.isFile()) throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `${target} is not a regular file or block device`);
+    const targetSize = await deviceSize(target, st, fh);
+    if (isDevice && targetSize < root.size) {
+      throw new BlockgateError(ErrorCodes.NO_SPACE, `${target} holds ${targetSize} bytes; snapshot ${id} needs ${root.size}`);
+    }
+    const incremental = options.incremental ?? false;
+    // Bytes of the target that may hold non-zero data (beyond: known zero).
+    let existing = targetSize;
+    if (!isDevice) {
+      if (!incremental) { await fh.truncate(0); existing = 0; }
+      await fh.truncate(root.size);
+      existing = Math.min(existing, root.size);
+    }
+    const concurrency = options.concurrency ?? snaps.options.concurrency;
+    const pool = new WorkPool(concurrency, concurrency);
+    let written = 0, writtenBytes = 0, fetched = 0, skipped = 0, transferred = 0;
+    const progress = (i: number): void => options.onProgress?.({ doneBytes: Math.min(root.size, i * bs), totalBytes: root.size, transferredBytes: transferred, changedBlocks: written });
+    const zeroBuf = Buffer.alloc(bs);
+    try {
+      for (let s = 0; s * root.shardBlocks < n && !pool.hasFailed; s++) {
+        const ref = root.shards[s] ?? null;
+        const entries = ref ? await snaps.readShard(ref.k, () => `snapshot ${id} shard ${s}`) : new Map<number, string>();
+        const end = Math.min(n, (s + 1) * root.shardBlocks);
+        for (let i = s * root.shardBlocks; i < end; i++) {
+          if (options.signal?.aborted) throw new BlockgateError(ErrorCodes.SHUTTING_DOWN, 'download aborted');
+          if (pool.hasFailed) break;
+          const hash = entries.get(i - s * root.shardBlocks) ?? null;
+          const off = i * bs;
+          const len = Math.min(bs, root.size - off);
+          // What does the target hold here?
+          let targetIsZero = off >= existing;
+          let targetHash: string | null | undefined;
+          if (!targetIsZero && (incremental || isDevice)) {
+            if (incremental) {
+              const cur = Buffer.allocUnsafe(len);
+              const got = await readFully(fh, cur, off);
+              if (got < len) cur.fill(0, got);
+              targetIsZero = isZero(cur);
+              if (!targetIsZero && hash !== null) {
+                const full = len === bs ? cur : Buffer.concat([cur, Buffer.alloc(bs - len)]);
+                targetHash = blockHashFromDigest(family.key, sha256(full));
+              }
+            }
+          }
+          if (hash === null) {
+            if (targetIsZero) { skipped++; progress(i + 1); continue; }
+            // Target holds data where the snapshot has zeros: write zeros.
+            await pool.push(async () => { await fh.write(zeroBuf, 0, len, off); written++; writtenBytes += len; });
+            progress(i + 1);
+            continue;
+          }
+          if (targetHash === hash) { skipped++; progress(i + 1); continue; }
+          const index = i;
+          await pool.push(async () => {
+            const plain = await snaps.readBlockObject(family, hash, () => `snapshot ${id} block ${index}`, options.signal);
+            fetched++;
+            transferred += len;
+            await fh.write(plain, 0, len, off);
+            written++;
+            writtenBytes += len;
+          });
+          progress(i + 1);
+        }
+      }
+      await pool.drain();
+    } catch (err) {
+      await pool.drain().catch(() => {});
+      throw err;
+    }
+    await fh.sync();
+    progress(n);
+    return { root, writtenBlocks: written, writtenBytes, fetchedBlocks: fetched, skippedBlocks: skipped, elapsedMs: Date.now() - t0 };
+  } finally {
+    await fh.close();
+  }
+}
