@@ -1,0 +1,77 @@
+// Store factories for the snapshot suites: the filesystem store always, and
+// Ceph RGW when the global setup provides inject('s3') (one fresh bucket per
+// factory call).
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { inject } from 'vitest';
+import { FsObjectStore } from '../../src/object-store/fs.js';
+import { openObjectStore } from '../../src/object-store/open.js';
+import type { ObjectStore } from '../../src/object-store/object-store.js';
+
+export interface S3Coordinates {
+  endpoint: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  region?: string;
+  bucket?: string;
+}
+
+export function s3Coordinates(): S3Coordinates | undefined {
+  try {
+    return (inject as unknown as (k: string) => S3Coordinates | undefined)('s3');
+  } catch {
+    return undefined;
+  }
+}
+
+export interface StoreFactory {
+  name: string;
+  /** A fresh, empty store plus its URL (for the CLI) and a cleanup. */
+  create(): Promise<{ store: ObjectStore; url: string; env: Record<string, string>; cleanup: () => Promise<void> }>;
+}
+
+export function tempDir(prefix = 'bg-snap-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+let bucketSeq = 0;
+
+export function storeFactories(): StoreFactory[] {
+  const out: StoreFactory[] = [{
+    name: 'fs',
+    async create() {
+      const dir = tempDir('bg-snap-store-');
+      const store = await FsObjectStore.open(dir, { durable: false });
+      return { store, url: `file://${dir}`, env: {}, cleanup: async () => { await store.close(); rmSync(dir, { recursive: true, force: true }); } };
+    },
+  }];
+  const s3 = s3Coordinates();
+  if (s3) {
+    out.push({
+      name: 'rgw',
+      async create() {
+        const bucket = s3.bucket ?? `bg-snap-${process.pid}-${Date.now().toString(36)}-${bucketSeq++}`;
+        if (!s3.bucket) await createBucket(s3, bucket);
+        const prefix = `t${Date.now().toString(36)}${bucketSeq++}`;
+        const url = `s3://${bucket}/${prefix}`;
+        const store = await openObjectStore(url, { endpoint: s3.endpoint, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, region: s3.region ?? 'us-east-1', forcePathStyle: true });
+        const env = { AWS_ENDPOINT_URL: s3.endpoint, AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AWS_REGION: s3.region ?? 'us-east-1' };
+        return { store, url, env, cleanup: async () => { await store.close(); } };
+      },
+    });
+  }
+  return out;
+}
+
+async function createBucket(s3: S3Coordinates, bucket: string): Promise<void> {
+  const { S3Client, CreateBucketCommand } = await import('@aws-sdk/client-s3');
+  const client = new S3Client({ endpoint: s3.endpoint, region: s3.region ?? 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
+  try {
+    await client.send(new CreateBucketCommand({ Bucket: bucket }));
+  } catch (err) {
+    if ((err as { name?: string }).name !== 'BucketAlreadyOwnedByYou') throw err;
+  } finally {
+    client.destroy();
+  }
+}
