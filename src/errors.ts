@@ -19,6 +19,8 @@ export const ErrorCodes = {
   /** Wire protocol violated by the peer. */
   PROTOCOL: 'ERR_PROTOCOL',
   SHUTTING_DOWN: 'ERR_SHUTTING_DOWN',
+  /** The daemon's admin API cannot be reached (not running, wrong socket, no permission). */
+  DAEMON_UNAVAILABLE: 'ERR_DAEMON_UNAVAILABLE',
   // Object store
   OBJECT_NOT_FOUND: 'ERR_OBJECT_NOT_FOUND',
   PRECONDITION_FAILED: 'ERR_PRECONDITION_FAILED',
