@@ -35,6 +35,32 @@ export const ErrorCodes = {
   SNAPSHOT_NOT_FOUND: 'ERR_SNAPSHOT_NOT_FOUND',
   SNAPSHOT_CORRUPT: 'ERR_SNAPSHOT_CORRUPT',
   SNAPSHOT_STATE: 'ERR_SNAPSHOT_STATE',
+  // --- Control plane and gateway activation (src/control, src/gateway) ---
+  /** Missing, unknown or wrong API/gateway/peer token (also: unknown account). */
+  CONTROL_UNAUTHORIZED: 'ERR_CONTROL_UNAUTHORIZED',
+  /** The control server (or the gateway's local endpoint) cannot be reached. */
+  CONTROL_UNAVAILABLE: 'ERR_CONTROL_UNAVAILABLE',
+  ACTIVATION_KEY_UNKNOWN: 'ERR_ACTIVATION_KEY_UNKNOWN',
+  ACTIVATION_KEY_EXPIRED: 'ERR_ACTIVATION_KEY_EXPIRED',
+  /** Activation keys are single use. */
+  ACTIVATION_KEY_USED: 'ERR_ACTIVATION_KEY_USED',
+  /** The gateway has no activation key yet (its local endpoint is not ready). */
+  ACTIVATION_KEY_NOT_READY: 'ERR_ACTIVATION_KEY_NOT_READY',
+  GATEWAY_NOT_FOUND: 'ERR_GATEWAY_NOT_FOUND',
+  /** The gateway is already registered (pending) or activated. */
+  GATEWAY_ALREADY_ACTIVATED: 'ERR_GATEWAY_ALREADY_ACTIVATED',
+  /** The gateway is not registered to an account yet (or not activated yet). */
+  GATEWAY_NOT_ACTIVATED: 'ERR_GATEWAY_NOT_ACTIVATED',
+  GATEWAY_NAME_TAKEN: 'ERR_GATEWAY_NAME_TAKEN',
+  /** Challenge unknown or already answered (a replayed signature lands here). */
+  CHALLENGE_INVALID: 'ERR_CHALLENGE_INVALID',
+  CHALLENGE_EXPIRED: 'ERR_CHALLENGE_EXPIRED',
+  /** Signature does not verify against the gateway's registered public key. */
+  BAD_SIGNATURE: 'ERR_BAD_SIGNATURE',
+  COMMAND_NOT_FOUND: 'ERR_COMMAND_NOT_FOUND',
+  /** A gateway command finished in state failed (CLI --wait). */
+  COMMAND_FAILED: 'ERR_COMMAND_FAILED',
+  // --- end control plane ---
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
