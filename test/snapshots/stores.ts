@@ -8,6 +8,7 @@ import { inject } from 'vitest';
 import { FsObjectStore } from '../../src/object-store/fs.js';
 import { openObjectStore } from '../../src/object-store/open.js';
 import type { ObjectStore } from '../../src/object-store/object-store.js';
+import { createTestBucket } from '../harness/rgw.js';
 
 export interface S3Coordinates {
   endpoint: string;
@@ -51,8 +52,7 @@ export function storeFactories(): StoreFactory[] {
     out.push({
       name: 'rgw',
       async create() {
-        const bucket = s3.bucket ?? `bg-snap-${process.pid}-${Date.now().toString(36)}-${bucketSeq++}`;
-        if (!s3.bucket) await createBucket(s3, bucket);
+        const bucket = s3.bucket ?? await createTestBucket({ region: 'us-east-1', ...s3 }, 'bg-snap');
         const prefix = `t${Date.now().toString(36)}${bucketSeq++}`;
         const url = `s3://${bucket}/${prefix}`;
         const store = await openObjectStore(url, { endpoint: s3.endpoint, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, region: s3.region ?? 'us-east-1', forcePathStyle: true });
@@ -64,14 +64,3 @@ export function storeFactories(): StoreFactory[] {
   return out;
 }
 
-async function createBucket(s3: S3Coordinates, bucket: string): Promise<void> {
-  const { S3Client, CreateBucketCommand } = await import('@aws-sdk/client-s3');
-  const client = new S3Client({ endpoint: s3.endpoint, region: s3.region ?? 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
-  try {
-    await client.send(new CreateBucketCommand({ Bucket: bucket }));
-  } catch (err) {
-    if ((err as { name?: string }).name !== 'BucketAlreadyOwnedByYou') throw err;
-  } finally {
-    client.destroy();
-  }
-}
