@@ -1,16 +1,13 @@
 // The `blockgate` command line. Each subcommand lives in its own module and
 // registers itself here; expected failures print one line and exit 1.
-import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { BlockgateError, errorMessage } from '../errors.js';
 import { Logger, type LogFormat, type LogLevel } from '../log.js';
 import { loadConfig } from '../daemon/config.js';
 import { notifySystemd, startDaemon } from '../daemon/daemon.js';
+import { packageVersion } from '../util/version.js';
+import { registerStatusCommand } from './status-command.js';
 
-function packageVersion(): string {
-  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
-  return pkg.version;
-}
 
 export function buildProgram(): Command {
   const program = new Command('blockgate')
@@ -56,6 +53,7 @@ export function buildProgram(): Command {
       });
     });
 
+  registerStatusCommand(program);
   return program;
 }
 

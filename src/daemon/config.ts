@@ -26,8 +26,14 @@ export interface RawVolumeConfig {
 
 export type VolumeConfig = RawVolumeConfig;
 
+export const DEFAULT_ADMIN_SOCKET = '/run/blockgate/admin.sock';
+
 export interface DaemonConfig {
   readonly log: { readonly level: LogLevel; readonly format: LogFormat };
+  /** Admin API unix socket (root-only). */
+  readonly admin: { readonly socket: string };
+  /** Prometheus endpoint (host:port), off when undefined. */
+  readonly metrics: { readonly listen: string } | undefined;
   readonly listen: readonly ListenSpec[];
   readonly tls: TlsFiles | undefined;
   readonly nbd: { readonly handshakeTimeoutMs: number; readonly shutdownGraceMs: number };
@@ -91,12 +97,25 @@ export function parseConfig(text: string, baseDir: string, source = 'config'): D
     throw new BlockgateError(ErrorCodes.CONFIG, `${source}: invalid YAML: ${doc.errors[0]!.message}`);
   }
   const root = obj(doc.toJS() ?? {}, '(top level)');
-  onlyKeys(root, '', ['log', 'listen', 'tls', 'nbd', 'volumes']);
+  onlyKeys(root, '', ['log', 'admin', 'metrics', 'listen', 'tls', 'nbd', 'volumes']);
   const path = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
 
   const logObj = obj(root.log ?? {}, 'log');
   onlyKeys(logObj, 'log', ['level', 'format']);
   const log = { level: oneOf(logObj, 'level', 'log', LOG_LEVELS, 'info'), format: oneOf(logObj, 'format', 'log', LOG_FORMATS, 'json') };
+
+  const adminObj = obj(root.admin ?? {}, 'admin');
+  onlyKeys(adminObj, 'admin', ['socket']);
+  const admin = { socket: path(str(adminObj, 'socket', 'admin') ?? DEFAULT_ADMIN_SOCKET) };
+
+  let metrics: DaemonConfig['metrics'];
+  if (root.metrics !== undefined && root.metrics !== null) {
+    const m = obj(root.metrics, 'metrics');
+    onlyKeys(m, 'metrics', ['listen']);
+    const listen = str(m, 'listen', 'metrics') ?? fail('metrics.listen', 'is required (host:port)');
+    try { parseHostPort(listen); } catch (err) { fail('metrics.listen', errorMessage(err)); }
+    metrics = { listen };
+  }
 
   const listenRaw = root.listen ?? [{ tcp: '127.0.0.1:10809' }];
   if (!Array.isArray(listenRaw) || listenRaw.length === 0) fail('listen', 'must be a non-empty list of {tcp: host:port} or {unix: path}');
@@ -165,7 +184,7 @@ export function parseConfig(text: string, baseDir: string, source = 'config'): D
     };
   });
   if (volumes.length === 0) fail('volumes', 'at least one volume is required');
-  return { log, listen, tls, nbd, volumes };
+  return { log, admin, metrics, listen, tls, nbd, volumes };
 }
 
 export function loadConfig(file: string): DaemonConfig {

@@ -10,16 +10,23 @@ import type { BlockDevice } from '../block-device/block-device.js';
 import { CheckedDevice } from '../block-device/checked-device.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { NbdExport } from '../nbd/export.js';
+import { newExportCounters, type NbdExport } from '../nbd/export.js';
 import { NbdServer } from '../nbd/server.js';
 import { loadTlsConfig } from '../nbd/tls.js';
 import { RawVolume } from '../volumes/raw.js';
+import { packageVersion } from '../util/version.js';
+import { AdminServer, type AdminRoute } from './admin-api.js';
 import type { DaemonConfig, VolumeConfig } from './config.js';
+import { MetricsRegistry } from './metrics.js';
+import { startMetricsServer } from './metrics-server.js';
+import { collectStatus, statusMetrics, type DaemonStatus, type StatusSource } from './status.js';
 
 export interface RunningDaemon {
   readonly server: NbdServer;
   readonly exports: readonly NbdExport[];
   readonly addresses: readonly string[];
+  readonly metricsAddress: string | undefined;
+  status(): DaemonStatus;
   stop(): Promise<void>;
 }
 
@@ -41,7 +48,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
   try {
     for (const v of config.volumes) {
       const device = new CheckedDevice(await openVolume(v, logger.child({ volume: v.name })), v.name);
-      exports.push({ name: v.name, description: v.description, device, tls: v.tls });
+      exports.push({ name: v.name, description: v.description, device, tls: v.tls, counters: newExportCounters() });
       logger.info('volume opened', { volume: v.name, mode: v.mode, size: device.size, disk: v.disk, readOnly: device.caps.readOnly });
     }
   } catch (err) {
@@ -57,12 +64,36 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     await closeAll();
     throw err;
   }
+  const statusSource: StatusSource = {
+    version: packageVersion(), startedAt: new Date(), addresses, server, exports,
+    modes: new Map(config.volumes.map((v) => [v.name, v.mode])),
+  };
+  const registry = new MetricsRegistry();
+  registry.register(() => statusMetrics(statusSource));
+  const routes: AdminRoute[] = [
+    { method: 'GET', path: '/v1/status', handler: () => collectStatus(statusSource) },
+  ];
+  let admin: AdminServer | undefined;
+  let metrics: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
+  try {
+    admin = await AdminServer.start(config.admin.socket, routes, logger);
+    if (config.metrics) metrics = await startMetricsServer(config.metrics.listen, registry, logger);
+  } catch (err) {
+    await admin?.close();
+    await server.close(0);
+    await closeAll();
+    throw err;
+  }
   let stopping: Promise<void> | undefined;
   return {
     server, exports, addresses,
+    metricsAddress: metrics?.address,
+    status: () => collectStatus(statusSource),
     stop: () => (stopping ??= (async () => {
       logger.info('stopping');
       await server.close(config.nbd.shutdownGraceMs);
+      await metrics?.close();
+      await admin?.close();
       await closeAll();
       logger.info('stopped');
     })()),

@@ -5,11 +5,38 @@ import * as C from './constants.js';
 /** off: plaintext only offered (TLS still allowed if the client starts it); on: TLS optional; require: TLS only. */
 export type TlsPolicy = 'off' | 'on' | 'require';
 
+/** Per-export request counters, bumped by every connection (read by status and metrics). */
+export interface ExportCounters {
+  requests: Record<'read' | 'write' | 'flush' | 'trim' | 'zero' | 'cache' | 'block_status' | 'other', number>;
+  bytesRead: number;
+  bytesWritten: number;
+  errors: number;
+}
+
+export function newExportCounters(): ExportCounters {
+  return {
+    requests: { read: 0, write: 0, flush: 0, trim: 0, zero: 0, cache: 0, block_status: 0, other: 0 },
+    bytesRead: 0,
+    bytesWritten: 0,
+    errors: 0,
+  };
+}
+
 export interface NbdExport {
   readonly name: string;
   readonly description: string | undefined;
   readonly device: CheckedDevice;
   readonly tls: TlsPolicy;
+  readonly counters: ExportCounters;
+}
+
+const OP_NAMES: Record<number, keyof ExportCounters['requests']> = {
+  [C.CMD_READ]: 'read', [C.CMD_WRITE]: 'write', [C.CMD_FLUSH]: 'flush', [C.CMD_TRIM]: 'trim',
+  [C.CMD_WRITE_ZEROES]: 'zero', [C.CMD_CACHE]: 'cache', [C.CMD_BLOCK_STATUS]: 'block_status',
+};
+
+export function opName(type: number): keyof ExportCounters['requests'] {
+  return OP_NAMES[type] ?? 'other';
 }
 
 /** Transmission flags for an export, given what the connection negotiated. */

@@ -5,7 +5,8 @@
 // finish (bounded by a grace period), flushes every device, and only then
 // resolves; exports are owned by the caller (the daemon), not closed here.
 import { createServer, type Server, type Socket } from 'node:net';
-import { chmodSync, existsSync, lstatSync, unlinkSync } from 'node:fs';
+import { chmodSync, unlinkSync } from 'node:fs';
+import { claimUnixSocketPath } from '../util/unix-socket.js';
 import { BlockgateError, ErrorCodes, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { NbdExport } from './export.js';
@@ -83,10 +84,7 @@ export class NbdServer {
       return bound;
     }
     const path = spec.unix;
-    if (existsSync(path)) {
-      if (!lstatSync(path).isSocket()) throw new BlockgateError(ErrorCodes.CONFIG, `listen.unix: ${path} exists and is not a socket`);
-      unlinkSync(path); // stale socket from a previous run
-    }
+    await claimUnixSocketPath(path, 'listen.unix');
     await new Promise<void>((res, rej) => {
       server.once('error', rej);
       server.listen({ path }, () => { server.off('error', rej); res(); });

@@ -13,6 +13,7 @@ import { BlockgateError, ErrorCodes, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import * as C from './constants.js';
 import { toNbdErrno } from './errno.js';
+import { opName } from './export.js';
 import type { NegotiatedSession } from './handshake.js';
 import { RequestParser, type Request } from './parser.js';
 import * as S from './serializer.js';
@@ -131,6 +132,7 @@ export class Transmission {
     this.inflight++;
     this.inflightBytes += bytes;
     this.stats.requests++;
+    this.session.export.counters.requests[opName(req.type)]++;
     this.execute(req).then(
       (reply) => this.send(reply),
       (err) => this.send(this.errorReply(req, err)),
@@ -150,6 +152,7 @@ export class Transmission {
   private errorReply(req: Request, err: unknown): Buffer {
     const errno = toNbdErrno(err, WRITING.has(req.type));
     this.stats.errors++;
+    this.session.export.counters.errors++;
     const level = errno === C.NBD_EIO ? 'warn' : 'debug';
     this.logger[level]('request failed', { cmd: req.type, offset: req.offset, length: req.length, errno, err: errorMessage(err) });
     if (this.session.structuredReplies) return S.structuredError(req.cookieHi, req.cookieLo, errno, errorMessage(err));
@@ -183,6 +186,7 @@ export class Transmission {
         if (this.session.structuredReplies) S.writeStructuredReadPrefix(buf, req.cookieHi, req.cookieLo, req.offset, req.length);
         else S.writeSimpleHeader(buf, req.cookieHi, req.cookieLo, 0);
         this.stats.bytesRead += req.length;
+        this.session.export.counters.bytesRead += req.length;
         return buf;
       }
       case C.CMD_WRITE: {
@@ -192,6 +196,7 @@ export class Transmission {
         if (req.length === 0) throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, 'zero-length write');
         await device.write(req.data!, req.offset, fua);
         this.stats.bytesWritten += req.length;
+        this.session.export.counters.bytesWritten += req.length;
         return this.ok(req);
       }
       case C.CMD_FLUSH:

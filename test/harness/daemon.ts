@@ -20,6 +20,8 @@ export interface DaemonHandle {
   readonly unixSocket: string | undefined;
   readonly dir: string;
   readonly configPath: string;
+  /** The daemon's admin API socket. */
+  readonly adminSocket: string;
   readonly process: ChildProcess;
   /** nbd://127.0.0.1:PORT/NAME (or nbd+unix:///NAME?socket=... when only unix). */
   uri(exportName: string): string;
@@ -51,7 +53,7 @@ export function tempDir(prefix = 'blockgate-test-'): string {
  */
 export async function startDaemon(config: Record<string, unknown>, options: StartDaemonOptions = {}): Promise<DaemonHandle> {
   const dir = options.dir ?? tempDir();
-  const cfg = { log: { level: 'debug' }, listen: [{ tcp: '127.0.0.1:0' }], ...config };
+  const cfg = { log: { level: 'debug' }, listen: [{ tcp: '127.0.0.1:0' }], admin: { socket: join(dir, 'admin.sock') }, ...config };
   const configPath = join(dir, `config-${Date.now()}-${Math.random().toString(36).slice(2, 8)}.yaml`);
   writeFileSync(configPath, stringify(cfg));
   const child = spawn(process.execPath, [blockgateBin, 'serve', '--config', configPath, ...(options.args ?? [])], {
@@ -100,6 +102,7 @@ export async function startDaemon(config: Record<string, unknown>, options: Star
   }
   return {
     host, port, unixSocket, dir, configPath, process: child,
+    adminSocket: (cfg.admin as { socket: string }).socket,
     uri: (name) => port ? `nbd://${host}:${port}/${name}` : `nbd+unix:///${name}?socket=${unixSocket}`,
     output: () => out,
     stop: async () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM'); return exited; },

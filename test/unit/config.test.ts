@@ -29,6 +29,14 @@ describe('parseConfig', () => {
     expect(c.listen).toEqual([{ tcp: '127.0.0.1:10809' }]);
     expect(c.log).toEqual({ level: 'info', format: 'json' });
     expect(c.nbd).toEqual({ handshakeTimeoutMs: 120_000, shutdownGraceMs: 30_000 });
+    expect(c.admin).toEqual({ socket: '/run/blockgate/admin.sock' });
+    expect(c.metrics).toBeUndefined();
+  });
+
+  it('resolves the admin socket and takes a metrics listener', () => {
+    const c = parseConfig(`${base}admin: {socket: run/admin.sock}\nmetrics: {listen: "127.0.0.1:9810"}\n`, '/srv');
+    expect(c.admin).toEqual({ socket: '/srv/run/admin.sock' });
+    expect(c.metrics).toEqual({ listen: '127.0.0.1:9810' });
   });
 
   it('accepts unix listeners with an octal mode and durations', () => {
@@ -51,6 +59,8 @@ describe('parseConfig', () => {
     ['cert without key', `${base}tls: {cert: a.pem}\n`, 'tls: cert and key must be given together'],
     ['bad log level', `${base}log: {level: loud}\n`, 'log.level: must be one of'],
     ['bad duration', `${base}nbd: {handshakeTimeout: soon}\n`, "nbd.handshakeTimeout: 'soon' is not a duration"],
+    ['bad metrics listen', `${base}metrics: {listen: nowhere}\n`, 'metrics.listen:'],
+    ['unknown admin key', `${base}admin: {sock: /x}\n`, 'admin.sock: unknown key'],
     ['no volumes', 'listen: [{tcp: "127.0.0.1:1"}]\n', 'volumes: at least one volume is required'],
     ['invalid YAML', 'volumes: [\n', 'invalid YAML'],
     ['not a mapping', '- 1\n', '(top level): must be a mapping'],

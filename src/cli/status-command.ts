@@ -1,0 +1,72 @@
+// `blockgate status`: asks the running daemon (admin API) what it is doing.
+import type { Command } from 'commander';
+import { adminRequest } from '../daemon/admin-api.js';
+import { DEFAULT_ADMIN_SOCKET, loadConfig } from '../daemon/config.js';
+import type { DaemonStatus } from '../daemon/status.js';
+import { formatSize } from '../util/size.js';
+
+export interface AdminSocketOptions {
+  adminSocket?: string;
+  config?: string;
+}
+
+/** The admin socket named by --admin-socket, else by --config's admin.socket, else $BLOCKGATE_ADMIN_SOCKET, else the default. */
+export function resolveAdminSocket(opts: AdminSocketOptions): string {
+  if (opts.adminSocket) return opts.adminSocket;
+  if (opts.config) return loadConfig(opts.config).admin.socket;
+  return process.env.BLOCKGATE_ADMIN_SOCKET ?? DEFAULT_ADMIN_SOCKET;
+}
+
+export function addAdminSocketOptions(cmd: Command): Command {
+  return cmd
+    .option('--admin-socket <path>', `daemon admin socket (default: $BLOCKGATE_ADMIN_SOCKET or ${DEFAULT_ADMIN_SOCKET})`)
+    .option('-c, --config <file>', 'find the admin socket in this daemon config');
+}
+
+function duration(seconds: number): string {
+  const d = Math.floor(seconds / 86400);
+  const h = Math.floor((seconds % 86400) / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  const s = seconds % 60;
+  return [d ? `${d}d` : '', h ? `${h}h` : '', m ? `${m}m` : '', `${s}s`].filter(Boolean).slice(0, 2).join(' ');
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+export function renderStatus(s: DaemonStatus): string {
+  let out = `blockgate ${s.version} (pid ${s.pid}), up ${duration(s.uptimeSeconds)}\n`;
+  out += `listening on ${s.listeners.join(', ')}\n\n`;
+  out += table([
+    ['VOLUME', 'MODE', 'SIZE', 'CONNS', 'REQUESTS', 'READ', 'WRITTEN', 'ERRORS'],
+    ...s.volumes.map((v) => [
+      v.name + (v.readOnly ? ' (ro)' : ''), v.mode, formatSize(v.size), String(v.connections),
+      String(Object.values(v.requests).reduce((a, b) => a + b, 0)), formatSize(v.bytesRead), formatSize(v.bytesWritten), String(v.errors),
+    ]),
+  ]);
+  if (s.connections.length > 0) {
+    out += '\n' + table([
+      ['CONN', 'REMOTE', 'EXPORT', 'PHASE', 'TLS', 'REQUESTS', 'IN-FLIGHT', 'READ', 'WRITTEN'],
+      ...s.connections.map((c) => [
+        `#${c.id}`, c.remote, c.export ?? '-', c.phase, c.tls ? 'yes' : 'no', String(c.requests), String(c.inFlight),
+        formatSize(c.bytesRead), formatSize(c.bytesWritten),
+      ]),
+    ]);
+  } else {
+    out += '\nno clients connected\n';
+  }
+  return out;
+}
+
+export function registerStatusCommand(program: Command): void {
+  addAdminSocketOptions(
+    program.command('status').description('show what the running gateway is doing: volumes, connections, traffic'),
+  )
+    .option('--json', 'print the raw status as JSON')
+    .action(async (opts: AdminSocketOptions & { json?: boolean }) => {
+      const status = (await adminRequest(resolveAdminSocket(opts), 'GET', '/v1/status')) as DaemonStatus;
+      process.stdout.write(opts.json ? JSON.stringify(status, null, 2) + '\n' : renderStatus(status));
+    });
+}

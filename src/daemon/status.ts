@@ -1,0 +1,84 @@
+// What `blockgate status` and /metrics report, gathered from live state.
+import type { NbdExport } from '../nbd/export.js';
+import type { ConnectionInfo, NbdServer } from '../nbd/server.js';
+import type { MetricFamily } from './metrics.js';
+
+export interface VolumeStatus {
+  readonly name: string;
+  readonly mode: string;
+  readonly size: number;
+  readonly readOnly: boolean;
+  readonly tls: string;
+  readonly connections: number;
+  readonly requests: Record<string, number>;
+  readonly bytesRead: number;
+  readonly bytesWritten: number;
+  readonly errors: number;
+}
+
+export interface DaemonStatus {
+  readonly version: string;
+  readonly pid: number;
+  readonly startedAt: string;
+  readonly uptimeSeconds: number;
+  readonly listeners: readonly string[];
+  readonly volumes: readonly VolumeStatus[];
+  readonly connections: readonly ConnectionInfo[];
+}
+
+export interface StatusSource {
+  readonly version: string;
+  readonly startedAt: Date;
+  readonly addresses: readonly string[];
+  readonly server: NbdServer;
+  readonly exports: readonly NbdExport[];
+  readonly modes: ReadonlyMap<string, string>;
+}
+
+export function collectStatus(src: StatusSource): DaemonStatus {
+  const connections = src.server.connections();
+  return {
+    version: src.version,
+    pid: process.pid,
+    startedAt: src.startedAt.toISOString(),
+    uptimeSeconds: Math.round((Date.now() - src.startedAt.getTime()) / 1000),
+    listeners: src.addresses,
+    volumes: src.exports.map((e) => ({
+      name: e.name,
+      mode: src.modes.get(e.name) ?? 'raw',
+      size: e.device.size,
+      readOnly: e.device.caps.readOnly,
+      tls: e.tls,
+      connections: connections.filter((c) => c.export === e.name).length,
+      requests: { ...e.counters.requests },
+      bytesRead: e.counters.bytesRead,
+      bytesWritten: e.counters.bytesWritten,
+      errors: e.counters.errors,
+    })),
+    connections,
+  };
+}
+
+export function statusMetrics(src: StatusSource): MetricFamily[] {
+  const s = collectStatus(src);
+  const perVolume = (name: string, help: string, type: 'counter' | 'gauge', value: (v: VolumeStatus) => number): MetricFamily => ({
+    name, help, type, samples: s.volumes.map((v) => ({ labels: { volume: v.name }, value: value(v) })),
+  });
+  return [
+    { name: 'blockgate_up', help: 'The daemon is running.', type: 'gauge', samples: [{ value: 1 }] },
+    { name: 'blockgate_uptime_seconds', help: 'Seconds since the daemon started.', type: 'gauge', samples: [{ value: s.uptimeSeconds }] },
+    perVolume('blockgate_volume_size_bytes', 'Volume size.', 'gauge', (v) => v.size),
+    perVolume('blockgate_nbd_connections', 'NBD connections in transmission, per volume.', 'gauge', (v) => v.connections),
+    {
+      name: 'blockgate_nbd_requests_total', help: 'NBD requests received, per volume and command.', type: 'counter',
+      samples: s.volumes.flatMap((v) => Object.entries(v.requests).map(([op, n]) => ({ labels: { volume: v.name, op }, value: n }))),
+    },
+    perVolume('blockgate_nbd_read_bytes_total', 'Bytes returned by NBD READ.', 'counter', (v) => v.bytesRead),
+    perVolume('blockgate_nbd_written_bytes_total', 'Bytes accepted by NBD WRITE.', 'counter', (v) => v.bytesWritten),
+    perVolume('blockgate_nbd_request_errors_total', 'NBD requests answered with an error.', 'counter', (v) => v.errors),
+    {
+      name: 'blockgate_nbd_inflight_requests', help: 'NBD requests being processed.', type: 'gauge',
+      samples: [{ value: s.connections.reduce((n, c) => n + c.inFlight, 0) }],
+    },
+  ];
+}
