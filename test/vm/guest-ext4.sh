@@ -10,7 +10,7 @@
 # across boots and against the image file, and "STEP <name>" before each step.
 set -eu
 dev=$NBD_DEVICE mnt=/mnt
-step() { echo "STEP $*"; }
+step() { echo "STEP [$(cut -d" " -f1 /proc/uptime)] $*"; }
 
 attach() {
     step "attach $NBD_HOST:$NBD_PORT export '$NBD_EXPORT' -> $dev"

@@ -93,6 +93,8 @@ describe.skipIf(skip !== undefined)(`kernel NBD client in a VM against ${peer}`,
     if (daemon) {
       const code = await daemon.stop();
       expect(code, `daemon exit status on SIGTERM${serverLog()}`).toBe(0);
+      const errors = daemon.output().split('\n').filter((l) => /"level":"(error|fatal)"/.test(l));
+      expect(errors, 'error records in the daemon log').toEqual([]);
     }
     await nbdkit?.stop();
     nbdkit = undefined;
