@@ -60,6 +60,8 @@ export const ErrorCodes = {
   COMMAND_NOT_FOUND: 'ERR_COMMAND_NOT_FOUND',
   /** A gateway command finished in state failed (CLI --wait). */
   COMMAND_FAILED: 'ERR_COMMAND_FAILED',
+  /** A gateway command did not finish within the CLI's --timeout. */
+  COMMAND_TIMEOUT: 'ERR_COMMAND_TIMEOUT',
   // --- end control plane ---
 } as const;
 
