@@ -250,3 +250,12 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs 
     await sleep(intervalMs);
   }
 }
+
+/** Throws, with the end of the daemon's log, when the daemon process is no longer running. */
+export function expectDaemonAlive(d: { process: { exitCode: number | null; signalCode: NodeJS.Signals | null }; output(): string }): void {
+  const { exitCode, signalCode } = d.process;
+  if (exitCode !== null || signalCode !== null) {
+    const tail = d.output().split('\n').slice(-40).join('\n');
+    throw new Error(`the blockgate daemon died (exit ${exitCode ?? signalCode}); last log lines:\n${tail}`);
+  }
+}
