@@ -75,7 +75,14 @@ function openS3(url: string, options: OpenObjectStoreOptions): ObjectStore {
   if (parsed.port || parsed.username || parsed.password || parsed.search || parsed.hash) {
     throw configError(`S3 URL ${JSON.stringify(url)}: only s3://bucket/prefix is allowed (put the endpoint in the endpoint option)`);
   }
-  const prefix = decodeURIComponent(parsed.pathname.replace(/^\/+/, ''));
+  // The raw text, not parsed.pathname: URL parsing silently resolves "..".
+  const rawPath = url.slice(url.indexOf('//') + 2).replace(/^[^/]*/, '');
+  let prefix: string;
+  try {
+    prefix = decodeURIComponent(rawPath.replace(/^\//, ''));
+  } catch {
+    throw configError(`S3 URL ${JSON.stringify(url)}: prefix is not valid percent-encoding`);
+  }
   if (prefix.split('/').some((s, i, a) => (s === '' && i < a.length - 1) || s === '.' || s === '..')) {
     throw configError(`S3 URL ${JSON.stringify(url)}: prefix has an empty, '.' or '..' segment`);
   }

@@ -1,0 +1,294 @@
+// Compliance of every wrapper stacked on FsObjectStore, plus each wrapper's own behaviour.
+import { mkdtempSync } from 'node:fs';
+import { describe, expect, test } from 'vitest';
+import { BlockgateError, ErrorCodes } from '../../src/errors.js';
+import { BandwidthLimitedObjectStore } from '../../src/object-store/bandwidth.js';
+import { CountingObjectStore } from '../../src/object-store/counting.js';
+import { FaultInjectingObjectStore } from '../../src/object-store/fault.js';
+import { FsObjectStore } from '../../src/object-store/fs.js';
+import type { ObjectStore } from '../../src/object-store/object-store.js';
+import { RetryingObjectStore, type RetryInfo } from '../../src/object-store/retry.js';
+import { objectStoreCompliance } from './compliance.js';
+
+const fsStore = (): Promise<FsObjectStore> => FsObjectStore.open(mkdtempSync('/tmp/blockgate-wrap-'));
+let seed = 1000;
+
+objectStoreCompliance('retry over fault injection (30% retryable failures, incl. after-apply puts) over fs', async () => {
+  const faulty = new FaultInjectingObjectStore(await fsStore(), {
+    seed: seed++,
+    rules: [
+      { probability: 0.2, error: 'unavailable' },
+      { ops: ['get', 'head'], probability: 0.05, error: 'timeout' },
+      { ops: ['put'], probability: 0.1, action: 'fail-after', error: 'timeout' },
+      { ops: ['list'], probability: 0.3, afterItems: 3, error: 'throttled' },
+    ],
+  });
+  return new RetryingObjectStore(faulty, { baseDelayMs: 1, maxDelayMs: 5, maxAttempts: 50 });
+});
+objectStoreCompliance('bandwidth-limited (64 MiB/s) over fs', async () =>
+  new BandwidthLimitedObjectStore(await fsStore(), { upBytesPerSec: 64 * 1024 * 1024, downBytesPerSec: 64 * 1024 * 1024 }),
+);
+objectStoreCompliance('counting over fs', async () => new CountingObjectStore(await fsStore()));
+
+describe('RetryingObjectStore', () => {
+  test('backoff is exponential with full jitter and capped', async () => {
+    const delays: number[] = [];
+    const faulty = new FaultInjectingObjectStore(await fsStore(), { rules: [{ ops: ['head'], error: 'unavailable' }] });
+    const s = new RetryingObjectStore(faulty, {
+      maxAttempts: 6,
+      baseDelayMs: 10,
+      maxDelayMs: 80,
+      random: () => 0.5,
+      onRetry: (i: RetryInfo) => delays.push(i.delayMs),
+    });
+    await expect(s.head('k')).rejects.toMatchObject({ code: ErrorCodes.STORE_UNAVAILABLE, details: expect.objectContaining({ attempts: 6 }) });
+    expect(delays).toEqual([5, 10, 20, 40, 40]);
+    // full jitter: random() = 0 means no wait at all
+    const zero: number[] = [];
+    const s0 = new RetryingObjectStore(faulty, { maxAttempts: 3, random: () => 0, onRetry: (i) => zero.push(i.delayMs) });
+    await expect(s0.head('k')).rejects.toThrow();
+    expect(zero).toEqual([0, 0]);
+  });
+
+  test('non-retryable errors are returned at once', async () => {
+    const inner = new CountingObjectStore(
+      new FaultInjectingObjectStore(await fsStore(), { rules: [{ ops: ['put'], error: 'denied' }, { ops: ['get'], error: 'bad-request' }] }),
+    );
+    const s = new RetryingObjectStore(inner, { baseDelayMs: 1 });
+    await expect(s.put('k', Buffer.from('x'))).rejects.toMatchObject({ code: ErrorCodes.STORE_ACCESS_DENIED });
+    await expect(s.get('k')).rejects.toMatchObject({ code: ErrorCodes.STORE_BAD_REQUEST });
+    await expect(s.head('k')).rejects.toMatchObject({ code: ErrorCodes.OBJECT_NOT_FOUND });
+    const c = inner.snapshot();
+    expect([c.put.requests, c.get.requests, c.head.requests]).toEqual([1, 1, 1]);
+  });
+
+  test('overall deadline: stops retrying before it would be passed', async () => {
+    const faulty = new FaultInjectingObjectStore(await fsStore(), { rules: [{ error: 'throttled', latencyMs: 20 }] });
+    const s = new RetryingObjectStore(faulty, { deadlineMs: 400, baseDelayMs: 10, maxDelayMs: 50, maxAttempts: 1000 });
+    const t0 = Date.now();
+    await expect(s.get('k')).rejects.toMatchObject({ code: ErrorCodes.STORE_THROTTLED, retryable: true });
+    const took = Date.now() - t0;
+    expect(took).toBeGreaterThan(200);
+    expect(took).toBeLessThan(600);
+  });
+
+  test('per-attempt timeout aborts a hung attempt and retries', async () => {
+    const faulty = new FaultInjectingObjectStore(await fsStore(), { rules: [{ ops: ['head'], nth: 1, action: 'delay', latencyMs: 10_000 }] });
+    await faulty.put('k', Buffer.from('v'));
+    const s = new RetryingObjectStore(faulty, { attemptTimeoutMs: 100, baseDelayMs: 1 });
+    const t0 = Date.now();
+    expect((await s.head('k')).size).toBe(1);
+    expect(Date.now() - t0).toBeLessThan(1000);
+  });
+
+  test('caller abort stops retrying with the abort, not a retry', async () => {
+    const faulty = new FaultInjectingObjectStore(await fsStore(), { rules: [{ error: 'unavailable' }] });
+    const s = new RetryingObjectStore(faulty, { baseDelayMs: 50 });
+    const ac = new AbortController();
+    setTimeout(() => ac.abort(), 100);
+    await expect(s.get('k', { signal: ac.signal })).rejects.toMatchObject({ retryable: false });
+  });
+
+  test('ambiguous ifNoneMatch put that landed is reported as success', async () => {
+    const inner = await fsStore();
+    // First put lands, then its answer is "lost" (timeout after apply).
+    const faulty = new FaultInjectingObjectStore(inner, { rules: [{ ops: ['put'], nth: 1, action: 'fail-after', error: 'timeout' }] });
+    const s = new RetryingObjectStore(faulty, { baseDelayMs: 1 });
+    const body = Buffer.from('root manifest v1');
+    const { etag } = await s.put('root', body, { ifNoneMatch: '*' });
+    expect(etag).toBe((await inner.head('root')).etag);
+    expect(faulty.injected.put).toBe(1);
+    // A real conflict on the first attempt is still reported.
+    await expect(s.put('root', body, { ifNoneMatch: '*' })).rejects.toMatchObject({ code: ErrorCodes.PRECONDITION_FAILED });
+  });
+
+  test('ambiguous ifNoneMatch put that lost to another writer stays PRECONDITION_FAILED', async () => {
+    const inner = await fsStore();
+    // Our first attempt is lost in the network (never applied); meanwhile someone else creates the key.
+    let first = true;
+    const racy: ObjectStore = {
+      location: inner.location,
+      get: (k, o) => inner.get(k, o),
+      head: (k, o) => inner.head(k, o),
+      put: async (k, b, o) => {
+        if (first) {
+          first = false;
+          await inner.put(k, Buffer.from('theirs'));
+          throw new BlockgateError(ErrorCodes.STORE_UNAVAILABLE, 'connection reset', { retryable: true });
+        }
+        return inner.put(k, b, o);
+      },
+      delete: (k, o) => inner.delete(k, o),
+      list: (p, o) => inner.list(p, o),
+      close: () => inner.close(),
+    };
+    const s = new RetryingObjectStore(racy, { baseDelayMs: 1 });
+    await expect(s.put('root', Buffer.from('ours'), { ifNoneMatch: '*' })).rejects.toMatchObject({ code: ErrorCodes.PRECONDITION_FAILED });
+    expect((await inner.get('root')).body.toString()).toBe('theirs');
+  });
+
+  test('ambiguous ifMatch put that landed is reported as success', async () => {
+    const inner = await fsStore();
+    const v1 = await inner.put('m', Buffer.from('v1'));
+    const faulty = new FaultInjectingObjectStore(inner, { rules: [{ ops: ['put'], nth: 1, action: 'fail-after', error: 'unavailable' }] });
+    const s = new RetryingObjectStore(faulty, { baseDelayMs: 1 });
+    const r = await s.put('m', Buffer.from('v2'), { ifMatch: v1.etag });
+    expect((await inner.get('m')).body.toString()).toBe('v2');
+    expect(r.etag).toBe((await inner.head('m')).etag);
+  });
+
+  test('ambiguity check compares bytes when the ETag is not an MD5', async () => {
+    const inner = await fsStore();
+    // Simulate a store whose ETags are not MD5s (multipart / SSE-KMS on S3).
+    const odd: ObjectStore = {
+      location: inner.location,
+      get: async (k, o) => ({ ...(await inner.get(k, o)), etag: 'opaque-1' }),
+      head: async (k, o) => ({ ...(await inner.head(k, o)), etag: 'opaque-1' }),
+      put: (k, b, o) => inner.put(k, b, o),
+      delete: (k, o) => inner.delete(k, o),
+      list: (p, o) => inner.list(p, o),
+      close: () => inner.close(),
+    };
+    const faulty = new FaultInjectingObjectStore(odd, { rules: [{ ops: ['put'], nth: 1, action: 'fail-after', error: 'timeout' }] });
+    const s = new RetryingObjectStore(faulty, { baseDelayMs: 1 });
+    await expect(s.put('x', Buffer.from('same'), { ifNoneMatch: '*' })).resolves.toEqual({ etag: 'opaque-1' });
+  });
+
+  test('list resumes after the last key yielded', async () => {
+    const inner = await fsStore();
+    const keys = Array.from({ length: 30 }, (_, i) => `k${String(i).padStart(2, '0')}`);
+    for (const k of keys) await inner.put(k, Buffer.from(k));
+    const faulty = new FaultInjectingObjectStore(inner, { rules: [{ ops: ['list'], times: 3, afterItems: 7, error: 'unavailable' }] });
+    const s = new RetryingObjectStore(faulty, { baseDelayMs: 1 });
+    const got: string[] = [];
+    for await (const i of s.list('')) got.push(i.key);
+    expect(got).toEqual(keys);
+    expect(faulty.injected.list).toBe(3);
+  });
+});
+
+describe('FaultInjectingObjectStore', () => {
+  test('nth, every, times and removeRule', async () => {
+    const f = new FaultInjectingObjectStore(await fsStore());
+    await f.put('k', Buffer.from('v'));
+    const id = f.addRule({ ops: ['head'], every: 3, times: 2 });
+    const outcome = async (): Promise<string> => f.head('k').then(() => 'ok', (e: BlockgateError) => e.code);
+    const seq: string[] = [];
+    for (let i = 0; i < 10; i++) seq.push(await outcome());
+    expect(seq).toEqual(['ok', 'ok', ErrorCodes.STORE_UNAVAILABLE, 'ok', 'ok', ErrorCodes.STORE_UNAVAILABLE, 'ok', 'ok', 'ok', 'ok']);
+    f.removeRule(id);
+    f.addRule({ ops: ['get'], nth: 2, error: 'denied' });
+    await expect(f.get('k')).resolves.toBeDefined();
+    await expect(f.get('k')).rejects.toMatchObject({ code: ErrorCodes.STORE_ACCESS_DENIED, retryable: false, details: expect.objectContaining({ injected: true }) });
+    await expect(f.get('k')).resolves.toBeDefined();
+  });
+
+  test('probability faults are reproducible from the seed', async () => {
+    const inner = await fsStore();
+    await inner.put('k', Buffer.from('v'));
+    const run = async (seed: number): Promise<string> => {
+      const f = new FaultInjectingObjectStore(inner, { seed, rules: [{ probability: 0.3 }] });
+      let s = '';
+      for (let i = 0; i < 60; i++) s += await f.head('k').then(() => '.', () => 'x');
+      return s;
+    };
+    const a = await run(7);
+    expect(await run(7)).toBe(a);
+    expect(await run(8)).not.toBe(a);
+    const rate = [...a].filter((c) => c === 'x').length / a.length;
+    expect(rate).toBeGreaterThan(0.1);
+    expect(rate).toBeLessThan(0.55);
+  });
+
+  test('fail-after: the put lands but the caller sees the error', async () => {
+    const inner = await fsStore();
+    const f = new FaultInjectingObjectStore(inner, { rules: [{ ops: ['put', 'delete'], action: 'fail-after', error: 'timeout' }] });
+    await expect(f.put('k', Buffer.from('landed'))).rejects.toMatchObject({ code: ErrorCodes.STORE_TIMEOUT, retryable: true });
+    expect((await inner.get('k')).body.toString()).toBe('landed');
+    await expect(f.delete('k')).rejects.toMatchObject({ code: ErrorCodes.STORE_TIMEOUT });
+    await expect(inner.head('k')).rejects.toMatchObject({ code: ErrorCodes.OBJECT_NOT_FOUND });
+  });
+
+  test('fail before: nothing is applied', async () => {
+    const inner = await fsStore();
+    const f = new FaultInjectingObjectStore(inner, { rules: [{ ops: ['put'], error: ErrorCodes.STORE_THROTTLED }] });
+    await expect(f.put('k', Buffer.from('x'))).rejects.toMatchObject({ code: ErrorCodes.STORE_THROTTLED, retryable: true });
+    await expect(inner.head('k')).rejects.toMatchObject({ code: ErrorCodes.OBJECT_NOT_FOUND });
+  });
+
+  test('truncated and corrupted get bodies, latency', async () => {
+    const inner = await fsStore();
+    const body = Buffer.alloc(4096, 7);
+    await inner.put('k', body);
+    const f = new FaultInjectingObjectStore(inner, { seed: 3, rules: [{ ops: ['get'], nth: 1, action: 'truncate' }, { ops: ['get'], nth: 2, action: 'corrupt' }, { ops: ['get'], nth: 3, action: 'delay', latencyMs: 150 }] });
+    const t = await f.get('k');
+    expect(t.body.length).toBeLessThan(body.length);
+    expect(t.size).toBe(body.length);
+    const c = await f.get('k');
+    expect(c.body.length).toBe(body.length);
+    expect(c.body.equals(body)).toBe(false);
+    expect([...c.body].filter((b) => b !== 7).length).toBe(1);
+    expect((await inner.get('k')).body.equals(body)).toBe(true); // the stored object is untouched
+    const t0 = Date.now();
+    expect((await f.get('k')).body.equals(body)).toBe(true);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(140);
+  });
+
+  test('custom error factory', async () => {
+    const f = new FaultInjectingObjectStore(await fsStore(), { rules: [{ error: () => new BlockgateError(ErrorCodes.NO_SPACE, 'full') }] });
+    await expect(f.put('k', Buffer.from('x'))).rejects.toMatchObject({ code: ErrorCodes.NO_SPACE });
+  });
+});
+
+describe('BandwidthLimitedObjectStore', () => {
+  test('limits upload and download rates; limits change at runtime', async () => {
+    const s = new BandwidthLimitedObjectStore(await fsStore(), { upBytesPerSec: 2 * 1024 * 1024 });
+    const chunk = Buffer.alloc(256 * 1024, 1);
+    // 3 MiB at 2 MiB/s: first 256 KiB free (no debt), burst 0.5 MiB -> ~1.1 s at least.
+    let t0 = performance.now();
+    await Promise.all(Array.from({ length: 12 }, (_, i) => s.put(`k${i}`, chunk)));
+    const up = performance.now() - t0;
+    expect(up).toBeGreaterThan(1000);
+    expect(up).toBeLessThan(2500);
+    s.setLimits({ upBytesPerSec: 0, downBytesPerSec: 4 * 1024 * 1024 });
+    t0 = performance.now();
+    await Promise.all(Array.from({ length: 12 }, (_, i) => s.put(`u${i}`, chunk)));
+    expect(performance.now() - t0).toBeLessThan(500);
+    t0 = performance.now();
+    for (let i = 0; i < 12; i++) await s.get(`k${i}`);
+    const down = performance.now() - t0;
+    expect(down).toBeGreaterThan(450);
+    expect(down).toBeLessThan(1500);
+    expect(s.limits).toEqual({ upBytesPerSec: 0, downBytesPerSec: 4 * 1024 * 1024 });
+  });
+
+  test('a waiting request sees a raised limit quickly', async () => {
+    const s = new BandwidthLimitedObjectStore(await fsStore(), { upBytesPerSec: 1024 });
+    await s.put('a', Buffer.alloc(64 * 1024)); // goes into 64 s of debt
+    const t0 = performance.now();
+    const p = s.put('b', Buffer.alloc(10));
+    setTimeout(() => s.setLimits({ upBytesPerSec: 0 }), 100);
+    await p;
+    expect(performance.now() - t0).toBeLessThan(600);
+  });
+});
+
+describe('CountingObjectStore', () => {
+  test('counts requests, errors and bytes per operation', async () => {
+    const c = new CountingObjectStore(await fsStore());
+    await c.put('a', Buffer.alloc(1000));
+    await c.put('b', Buffer.alloc(24));
+    await c.get('a', { range: { offset: 0, length: 100 } });
+    await c.head('b');
+    await c.get('missing').catch(() => undefined);
+    for await (const _ of c.list('')) void _;
+    await c.delete('a');
+    const n = c.snapshot();
+    expect(n.put).toEqual({ requests: 2, errors: 0, bytesIn: 0, bytesOut: 1024, items: 0 });
+    expect(n.get).toEqual({ requests: 2, errors: 1, bytesIn: 100, bytesOut: 0, items: 0 });
+    expect(n.list).toMatchObject({ requests: 1, items: 2 });
+    expect([n.head.requests, n.delete.requests, c.totalRequests, c.totalBytesOut, c.totalBytesIn]).toEqual([1, 1, 7, 1024, 100]);
+    c.reset();
+    expect(c.totalRequests).toBe(0);
+  });
+});
