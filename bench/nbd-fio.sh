@@ -90,7 +90,13 @@ start_server() {
     blockgate)
       [[ -f $ROOT/dist/cli/main.js ]] || die "blockgate not built: run npm run build (or SERVERS='nbdkit qemu-nbd')"
       local cfg=$WORK/blockgate.yaml
+      # A private admin socket: the default /run/blockgate/admin.sock may be
+      # held by another blockgate on this host.
       cat >"$cfg" <<EOF
+log:
+  level: warn
+admin:
+  socket: $WORK/admin.sock
 listen:
   - tcp: "127.0.0.1:$PORT"
 volumes:

@@ -41,6 +41,8 @@ interface Addon {
   blkDiscard(fd: number, offset: number, length: number): Promise<void>;
   blockDeviceSize(fd: number): Promise<number>;
   fadvise(fd: number, offset: number, length: number, advice: number): Promise<void>;
+  preadNoWait(fd: number, buffer: Buffer, bufOff: number, length: number, position: number): number;
+  pwriteNoWait(fd: number, buffer: Buffer, bufOff: number, length: number, position: number): number;
 }
 
 /** Error thrown by the addon: a Node-style system error. */
@@ -161,4 +163,20 @@ export function blockDeviceSize(fd: number): Promise<number> {
 /** posix_fadvise(fd, offset, length, advice); length 0 means to the end of the file. */
 export function fadvise(fd: number, offset: number, length: number, advice: number): Promise<void> {
   return load().fadvise(fd, offset, length, advice);
+}
+
+/**
+ * SYNCHRONOUS preadv2(RWF_NOWAIT) on the calling thread: copies what the page
+ * cache holds right now, never waits for I/O. Returns bytes read (possibly
+ * short, 0 at EOF), or -1 when nothing could be read without waiting
+ * (EAGAIN). Throws a NativeError otherwise (EOPNOTSUPP on kernels/files
+ * without RWF_NOWAIT support).
+ */
+export function preadNoWait(fd: number, buffer: Buffer, bufOff: number, length: number, position: number): number {
+  return load().preadNoWait(fd, buffer, bufOff, length, position);
+}
+
+/** SYNCHRONOUS pwritev2(RWF_NOWAIT): as preadNoWait, for writes (EOPNOTSUPP on e.g. ext4 buffered files). */
+export function pwriteNoWait(fd: number, buffer: Buffer, bufOff: number, length: number, position: number): number {
+  return load().pwriteNoWait(fd, buffer, bufOff, length, position);
 }

@@ -43,7 +43,7 @@ export const RAW_PREFERRED_BLOCK_SIZE = 4096;
 export const RAW_MAX_BLOCK_SIZE = 32 * 1024 * 1024;
 
 /** Fast primitives a test may declare unsupported, to exercise fallbacks. */
-export type RawPrimitive = 'punchHole' | 'zeroRange' | 'allocate' | 'blkZeroOut' | 'blkDiscard' | 'seek';
+export type RawPrimitive = 'punchHole' | 'zeroRange' | 'allocate' | 'blkZeroOut' | 'blkDiscard' | 'seek' | 'nowaitRead' | 'nowaitWrite';
 
 export interface RawVolumeOptions {
   /** File or block device path. */
@@ -54,14 +54,29 @@ export interface RawVolumeOptions {
   logger?: Logger;
   /** How FUA writes are made durable (default 'dsync-fd'; 'fdatasync' = write then fdatasync). */
   fuaMode?: 'dsync-fd' | 'fdatasync';
+  /**
+   * Requests up to this many bytes first try a non-blocking copy from/to the
+   * page cache on the event loop (preadv2/pwritev2 RWF_NOWAIT), skipping the
+   * thread-pool round trip on a cache hit; 0 disables. Default 64 KiB.
+   */
+  nowaitMax?: number;
   /** Testing: treat these primitives as unsupported (EOPNOTSUPP) from the start. */
   unsupported?: readonly RawPrimitive[];
 }
 
 const ZERO_CHUNK = 1024 * 1024;
+export const RAW_DEFAULT_NOWAIT_MAX = 64 * 1024;
 let zeroChunk: Buffer | undefined;
 function zeros(): Buffer {
   return (zeroChunk ??= Buffer.alloc(ZERO_CHUNK));
+}
+
+/** Benchmark knob: BLOCKGATE_RAW_NOWAIT_MAX (bytes) overrides the default nowaitMax. */
+function envNowaitMax(): number | undefined {
+  const v = process.env.BLOCKGATE_RAW_NOWAIT_MAX;
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
 }
 
 function ioCodeOf(err: unknown): ErrorCode {
@@ -166,8 +181,13 @@ export class RawVolume implements BlockDevice {
     private readonly hwWriteZeroes: boolean,
     private readonly log: Logger,
     unsupported: readonly RawPrimitive[],
+    private readonly nowaitMax: number,
   ) {
     for (const p of unsupported) this.unsupported.add(p);
+    if (!hasNative) {
+      this.unsupported.add('nowaitRead');
+      this.unsupported.add('nowaitWrite');
+    }
     const writable = !readOnly;
     this.caps = Object.freeze({
       size,
@@ -275,6 +295,7 @@ export class RawVolume implements BlockDevice {
       const hwWriteZeroes = isBlockDevice && Number((await queueAttr(fst.rdev, 'write_zeroes_max_bytes')) ?? '0') > 0;
       const volume = new RawVolume(
         path, fd, dsyncFd, isBlockDevice, size, readOnly, rotational, hasNative, hwWriteZeroes, log, options.unsupported ?? [],
+        options.nowaitMax ?? envNowaitMax() ?? RAW_DEFAULT_NOWAIT_MAX,
       );
       log.debug('opened', { size, blockDevice: isBlockDevice, readOnly, fuaMode, rotational });
       return volume;
@@ -308,6 +329,7 @@ export class RawVolume implements BlockDevice {
     try {
       let done = 0;
       const len = target.length;
+      if (len <= this.nowaitMax && !this.unsupported.has('nowaitRead')) done = this.tryNoWait('nowaitRead', target, 0, len, offset);
       while (done < len) {
         let n: number;
         try {
@@ -331,7 +353,11 @@ export class RawVolume implements BlockDevice {
     this.enter();
     try {
       const fd = flags.fua && this.dsyncFd >= 0 ? this.dsyncFd : this.fd;
-      await this.writeAll(fd, data, 0, data.length, offset);
+      let done = 0;
+      if (fd === this.fd && data.length <= this.nowaitMax && !this.unsupported.has('nowaitWrite')) {
+        done = this.tryNoWait('nowaitWrite', data, 0, data.length, offset);
+      }
+      if (done < data.length) await this.writeAll(fd, data, done, data.length - done, offset + done);
       if (flags.fua && this.dsyncFd < 0) await this.sync('write(fua)');
     } finally {
       this.leave();
@@ -454,6 +480,22 @@ export class RawVolume implements BlockDevice {
     }
   }
 
+  /**
+   * Non-blocking copy on the event loop (RWF_NOWAIT). Returns the bytes done
+   * (0 when the page cache could not serve it at once); the caller finishes
+   * on the thread pool. Any error just disables the fast path or defers to
+   * the thread-pool path, which reports errors properly.
+   */
+  private tryNoWait(p: 'nowaitRead' | 'nowaitWrite', buf: Buffer, bufOff: number, len: number, pos: number): number {
+    try {
+      const n = p === 'nowaitRead' ? native.preadNoWait(this.fd, buf, bufOff, len, pos) : native.pwriteNoWait(this.fd, buf, bufOff, len, pos);
+      return n > 0 ? n : 0;
+    } catch (err) {
+      if (native.hasErrorCode(err, ...native.UNSUPPORTED_CODES, 'EINVAL')) this.markUnsupported(p, err);
+      return 0;
+    }
+  }
+
   private async sync(op: string): Promise<void> {
     try {
       await fdatasync(this.fd);
@@ -465,7 +507,8 @@ export class RawVolume implements BlockDevice {
   private markUnsupported(p: RawPrimitive, err: unknown): void {
     if (!this.unsupported.has(p)) {
       this.unsupported.add(p);
-      this.log.info(`${p} not supported here; using the fallback from now on`, { err: err as Error });
+      const level = p === 'nowaitRead' || p === 'nowaitWrite' ? 'debug' : 'info';
+      this.log[level](`${p} not supported here; using the fallback from now on`, { err: err as Error });
     }
   }
 

@@ -5,10 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 import type { BlockDevice } from '../../src/block-device/block-device.js';
-import { RawVolume } from '../../src/volumes/raw.js';
+import { RawVolume, type RawVolumeOptions } from '../../src/volumes/raw.js';
 import { blockDeviceCompliance, type DeviceFactory } from './compliance.js';
 
-function rawFactory(openOptions: { fuaMode?: 'dsync-fd' | 'fdatasync'; unsupported?: Array<'punchHole' | 'zeroRange' | 'allocate' | 'seek'> } = {}): DeviceFactory {
+function rawFactory(openOptions: Omit<RawVolumeOptions, 'path' | 'size' | 'readOnly'> = {}): DeviceFactory {
   let dir: string | undefined;
   let n = 0;
   const paths = new WeakMap<BlockDevice, string>();
@@ -33,7 +33,7 @@ function rawFactory(openOptions: { fuaMode?: 'dsync-fd' | 'fdatasync'; unsupport
 }
 
 blockDeviceCompliance('RawVolume (sparse file)', rawFactory());
-blockDeviceCompliance('RawVolume (sparse file, FUA by fdatasync)', rawFactory({ fuaMode: 'fdatasync' }));
+blockDeviceCompliance('RawVolume (sparse file, FUA by fdatasync, no RWF_NOWAIT fast path)', rawFactory({ fuaMode: 'fdatasync', nowaitMax: 0 }));
 // The fallback paths a file system without fallocate modes / SEEK_DATA takes.
 blockDeviceCompliance('RawVolume (no fallocate, no SEEK_DATA)', rawFactory({ unsupported: ['punchHole', 'zeroRange', 'allocate', 'seek'] }));
 blockDeviceCompliance('RawVolume (punch hole but no ZERO_RANGE)', rawFactory({ unsupported: ['zeroRange'] }));

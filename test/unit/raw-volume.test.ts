@@ -82,6 +82,12 @@ describe('native addon', () => {
     expect(await native.seekHole(fd, 0)).toBe(1);
     expect(await native.seekData(fd, 5)).toBe(-1);
     await expect(native.punchHole(fd, 0, 1)).rejects.toMatchObject({ code: 'EBADF' });
+    const b = Buffer.alloc(4, 9);
+    expect(native.preadNoWait(fd, b, 1, 3, 0)).toBe(1); // short: the file holds 1 byte
+    expect(b.toString('latin1')).toBe('\x09x\x09\x09');
+    expect(native.preadNoWait(fd, b, 0, 4, 100)).toBe(0); // EOF
+    expect(() => native.preadNoWait(fd, b, 2, 3, 0)).toThrow(/out of range/);
+    expect(() => native.pwriteNoWait(fd, b, 0, 1, 0)).toThrow(expect.objectContaining({ code: expect.stringMatching(/EBADF|EOPNOTSUPP/) }));
     expect(() => native.punchHole(fd, -1, 1)).toThrow(/offset/);
   });
 });
@@ -220,6 +226,26 @@ describe('RawVolume on a sparse file', () => {
     await v.trim(0, MiB, NO_FUA); // advisory: succeeds without effect
     await v.read(b, 0);
     expect(b[0]).toBe(9);
+  });
+
+  it('small reads served from the page cache (RWF_NOWAIT) and from the thread pool agree', async () => {
+    const path = fresh();
+    const fast = await openVol({ path, size: 4 * MiB });
+    const data = Buffer.alloc(3 * MiB);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 31 + 7) & 0xff;
+    await fast.write(Buffer.from(data), 0, NO_FUA);
+    await fast.flush();
+    const slow = await openVol({ path, readOnly: true, nowaitMax: 0 });
+    // drop the file's pages so that some RWF_NOWAIT reads find nothing cached
+    await native.fadvise((fast as unknown as { fd: number }).fd, 0, 0, native.FADV.DONTNEED);
+    for (const [off, len] of [[0, 4096], [1, 65536], [MiB - 3, 10], [2 * MiB + 4000, 30_000], [3 * MiB - 2, 2]] as const) {
+      const a = Buffer.alloc(len);
+      const b = Buffer.alloc(len);
+      await fast.read(a, off);
+      await slow.read(b, off);
+      expect(a.equals(data.subarray(off, off + len)), `fast ${off}+${len}`).toBe(true);
+      expect(b.equals(a), `slow ${off}+${len}`).toBe(true);
+    }
   });
 
   it('requests after close fail with ERR_SHUTTING_DOWN; close is idempotent', async () => {
