@@ -106,6 +106,8 @@ export interface NbdshOptions extends RunOptions {
   uri?: string;
   /** Request base:allocation before connecting (nbdsh --base-allocation). */
   baseAllocation?: boolean;
+  /** Python code run before the (dedented) script, e.g. shared helper functions. */
+  prelude?: string;
 }
 
 /**
@@ -116,7 +118,7 @@ export function nbdsh(script: string, options: NbdshOptions = {}): Promise<RunRe
   const args = ['-m', 'nbd'];
   if (options.baseAllocation) args.push('--base-allocation');
   if (options.uri) args.push('-u', options.uri);
-  args.push('-c', dedent(script));
+  args.push('-c', (options.prelude ? `${dedent(options.prelude)}\n` : '') + dedent(script));
   return run(SYSTEM_PYTHON, args, options);
 }
 
