@@ -267,7 +267,8 @@ export class GatewayAgent {
       await this.request(`${base}/commands/${encodeURIComponent(id)}/result`, { body: result, headers: auth });
       this.unsentResults.delete(id);
     }
-    const hold = a.configuration.longPollHoldMs;
+    // After (re)connecting, one immediate poll confirms the channel (auth, reachability); then held polls.
+    const hold = this.connected ? a.configuration.longPollHoldMs : 0;
     const { commands } = await this.request<{ commands: DeliveredCommand[] }>(`${base}/commands?wait=${hold}`, { headers: auth, timeoutMs: hold + 15_000 });
     if (!this.connected) this.log.info('command channel connected', { controlUrl: this.controlUrl });
     this.connected = true;

@@ -117,14 +117,21 @@ export interface RecordedCall {
 /**
  * A handler that records every call (tests, the standalone agent runner).
  * set-bandwidth really stores its values; createVolume fails for names in
- * `failVolumes` (so tests can see a failed command).
+ * `failVolumes` (so tests can see a failed command) and is slow for names in
+ * `slowVolumes` (so tests can see a delivered one).
  */
 export class RecordingCommandHandler implements GatewayCommandHandler {
   readonly calls: RecordedCall[] = [];
   bandwidth: BandwidthLimits = { upload: null, download: null };
   readonly schedules = new Map<string, SnapshotSchedule>();
 
-  constructor(private readonly options: { failVolumes?: string[]; onCall?: (call: RecordedCall) => void } = {}) {}
+  constructor(private readonly options: {
+    failVolumes?: string[];
+    /** createVolume for these names takes `slowMs` (default 3 s) before answering. */
+    slowVolumes?: string[];
+    slowMs?: number;
+    onCall?: (call: RecordedCall) => void;
+  } = {}) {}
 
   private record(method: keyof GatewayCommandHandler, arg: unknown): void {
     const call = { method, arg };
@@ -134,6 +141,7 @@ export class RecordingCommandHandler implements GatewayCommandHandler {
 
   async createVolume(spec: CreateVolumeSpec): Promise<unknown> {
     this.record('createVolume', spec);
+    if (this.options.slowVolumes?.includes(spec.name)) await new Promise((r) => setTimeout(r, this.options.slowMs ?? 3000));
     if (this.options.failVolumes?.includes(spec.name)) throw new BlockgateError(ErrorCodes.NO_SPACE, `cannot create volume ${spec.name}: no space left for ${spec.size} bytes`);
     return { volume: spec.name, size: spec.size };
   }

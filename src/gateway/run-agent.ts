@@ -1,6 +1,6 @@
 // Standalone gateway agent runner (tests, and trying the control plane without
 // the daemon): `node dist/gateway/run-agent.js --state-dir DIR --control URL
-// [--listen HOST:PORT] [--fail-volume NAME]...`. Uses RecordingCommandHandler:
+// [--listen HOST:PORT] [--fail-volume NAME]... [--slow-volume NAME]...`. Uses RecordingCommandHandler:
 // every handler call is logged as {"msg":"handler call","method":...,"arg":...}.
 // SIGTERM/SIGINT stop it cleanly (exit 0).
 import { readFileSync } from 'node:fs';
@@ -17,6 +17,7 @@ const { values } = parseArgs({
     listen: { type: 'string', default: '127.0.0.1:8080' },
     ca: { type: 'string' },
     'fail-volume': { type: 'string', multiple: true, default: [] },
+    'slow-volume': { type: 'string', multiple: true, default: [] },
     'poll-ms': { type: 'string', default: '2000' },
     'backoff-max-ms': { type: 'string', default: '15000' },
     'log-level': { type: 'string', default: 'info' },
@@ -30,6 +31,7 @@ if (!values['state-dir'] || !values.control) {
 }
 const handler = new RecordingCommandHandler({
   failVolumes: values['fail-volume'],
+  slowVolumes: values['slow-volume'],
   onCall: (call) => logger.info('handler call', { method: call.method, arg: call.arg }),
 });
 try {
