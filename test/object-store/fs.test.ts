@@ -1,12 +1,13 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { describe, expect, test } from 'vitest';
 import { FsObjectStore } from '../../src/object-store/fs.js';
 import { objectStoreCompliance } from './compliance.js';
+import { tempDirs } from './tmp.js';
 
-const tmp = (): string => mkdtempSync('/tmp/blockgate-fs-store-');
+const tmp = tempDirs('blockgate-fs-store-');
 
 objectStoreCompliance('FsObjectStore', async () => FsObjectStore.open(tmp()));
 
@@ -49,7 +50,7 @@ describe('FsObjectStore specifics', () => {
 
   describe('across processes', () => {
     // Compile the store once to plain JS so child processes can load it.
-    const outDir = mkdtempSync('/tmp/blockgate-fs-js-');
+    const outDir = tmp('compiled');
     const repo = resolve(import.meta.dirname, '..', '..');
     let compiled = false;
     const compile = (): void => {

@@ -1,4 +1,3 @@
-import { mkdtempSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { ErrorCodes } from '../../src/errors.js';
@@ -6,10 +5,13 @@ import { FsObjectStore } from '../../src/object-store/fs.js';
 import { openObjectStore } from '../../src/object-store/open.js';
 import { RetryingObjectStore } from '../../src/object-store/retry.js';
 import { S3ObjectStore } from '../../src/object-store/s3.js';
+import { tempDirs } from './tmp.js';
+
+const tmp = tempDirs('blockgate-open-');
 
 describe('openObjectStore', () => {
   test('file:// URLs and plain paths open an FsObjectStore', async () => {
-    const dir = mkdtempSync('/tmp/blockgate-open-');
+    const dir = tmp();
     const a = await openObjectStore(`file://${dir}/a`);
     expect(a).toBeInstanceOf(FsObjectStore);
     expect(a.location).toBe(`file://${dir}/a`);

@@ -164,7 +164,7 @@ describe('S3ObjectStore error mapping (fake servers)', () => {
     expect(err).toMatchObject({ code: ErrorCodes.STORE_UNAVAILABLE, retryable: true });
     expect(attempts.length).toBeGreaterThan(3);
     expect(elapsed).toBeGreaterThan(1000);
-    expect(elapsed).toBeLessThan(2500);
+    expect(elapsed).toBeLessThan(4000); // deadline 1.5 s + slack for a loaded machine
     await s.close();
   });
 

@@ -1,5 +1,4 @@
 // Compliance of every wrapper stacked on FsObjectStore, plus each wrapper's own behaviour.
-import { mkdtempSync } from 'node:fs';
 import { describe, expect, test } from 'vitest';
 import { BlockgateError, ErrorCodes } from '../../src/errors.js';
 import { BandwidthLimitedObjectStore } from '../../src/object-store/bandwidth.js';
@@ -9,8 +8,10 @@ import { FsObjectStore } from '../../src/object-store/fs.js';
 import type { ObjectStore } from '../../src/object-store/object-store.js';
 import { RetryingObjectStore, type RetryInfo } from '../../src/object-store/retry.js';
 import { objectStoreCompliance } from './compliance.js';
+import { tempDirs } from './tmp.js';
 
-const fsStore = (): Promise<FsObjectStore> => FsObjectStore.open(mkdtempSync('/tmp/blockgate-wrap-'));
+const tmp = tempDirs('blockgate-wrap-');
+const fsStore = (): Promise<FsObjectStore> => FsObjectStore.open(tmp());
 let seed = 1000;
 
 objectStoreCompliance('retry over fault injection (30% retryable failures, incl. after-apply puts) over fs', async () => {
@@ -66,10 +67,13 @@ describe('RetryingObjectStore', () => {
     const faulty = new FaultInjectingObjectStore(await fsStore(), { rules: [{ error: 'throttled', latencyMs: 20 }] });
     const s = new RetryingObjectStore(faulty, { deadlineMs: 400, baseDelayMs: 10, maxDelayMs: 50, maxAttempts: 1000 });
     const t0 = Date.now();
-    await expect(s.get('k')).rejects.toMatchObject({ code: ErrorCodes.STORE_THROTTLED, retryable: true });
+    // The last attempt may be cut short by the deadline itself (STORE_TIMEOUT).
+    const err = (await s.get('k').catch((e: unknown) => e)) as BlockgateError;
+    expect([ErrorCodes.STORE_THROTTLED, ErrorCodes.STORE_TIMEOUT]).toContain(err.code);
+    expect(err.retryable).toBe(true);
     const took = Date.now() - t0;
     expect(took).toBeGreaterThan(200);
-    expect(took).toBeLessThan(600);
+    expect(took).toBeLessThan(1500); // deadline 400 ms + slack for a loaded 2-core machine
   });
 
   test('per-attempt timeout aborts a hung attempt and retries', async () => {
@@ -78,7 +82,7 @@ describe('RetryingObjectStore', () => {
     const s = new RetryingObjectStore(faulty, { attemptTimeoutMs: 100, baseDelayMs: 1 });
     const t0 = Date.now();
     expect((await s.head('k')).size).toBe(1);
-    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(Date.now() - t0).toBeLessThan(3000); // vs 10 s if the hung attempt were awaited
   });
 
   test('caller abort stops retrying with the abort, not a retry', async () => {
@@ -249,16 +253,16 @@ describe('BandwidthLimitedObjectStore', () => {
     await Promise.all(Array.from({ length: 12 }, (_, i) => s.put(`k${i}`, chunk)));
     const up = performance.now() - t0;
     expect(up).toBeGreaterThan(1000);
-    expect(up).toBeLessThan(2500);
+    expect(up).toBeLessThan(4000);
     s.setLimits({ upBytesPerSec: 0, downBytesPerSec: 4 * 1024 * 1024 });
     t0 = performance.now();
     await Promise.all(Array.from({ length: 12 }, (_, i) => s.put(`u${i}`, chunk)));
-    expect(performance.now() - t0).toBeLessThan(500);
+    expect(performance.now() - t0).toBeLessThan(1500);
     t0 = performance.now();
     for (let i = 0; i < 12; i++) await s.get(`k${i}`);
     const down = performance.now() - t0;
     expect(down).toBeGreaterThan(450);
-    expect(down).toBeLessThan(1500);
+    expect(down).toBeLessThan(3000);
     expect(s.limits).toEqual({ upBytesPerSec: 0, downBytesPerSec: 4 * 1024 * 1024 });
   });
 
@@ -269,7 +273,7 @@ describe('BandwidthLimitedObjectStore', () => {
     const p = s.put('b', Buffer.alloc(10));
     setTimeout(() => s.setLimits({ upBytesPerSec: 0 }), 100);
     await p;
-    expect(performance.now() - t0).toBeLessThan(600);
+    expect(performance.now() - t0).toBeLessThan(2000); // vs ~64 s at the old rate
   });
 });
 
