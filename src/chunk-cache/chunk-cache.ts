@@ -8,14 +8,15 @@
 //   absent ──miss──► fetching (one shared fetch; failure → absent, nothing kept)
 //   fetching ──ok──► writing (slot taken; readers served from the fetched
 //                    Buffer; the write runs in the background)
-//   writing ──write ok──► ready (in the index; in the LRU unless pinned)
+//   writing ──write ok──► ready (in the index)
 //   writing ──write failed──► absent (slot freed)
 //   ready ──evicted (LRU, clean, unpinned, no reader) | CRC mismatch | I/O error──► absent
 // Invariants:
 //   - at most one fetch per key is in flight; every concurrent miss shares it;
 //   - entries ≤ slots = floor(capacityBytes / blockSize): the cap holds by construction;
-//   - the LRU holds exactly the ready, unpinned entries; only they are evicted,
-//     and never while a read of their slot is in progress;
+//   - the LRU holds exactly the unpinned entries, in access order (a miss
+//     counts as an access); eviction takes the least recent one that is ready
+//     and has no read of its slot in progress: pinned and writing entries are never evicted;
 //   - a slot is reused only after its entry has left the maps and its last reader finished;
 //   - every byte served from a slot was checked against the index's CRC32C
 //     first; a mismatch drops the entry and the block is fetched again;
@@ -127,7 +128,7 @@ export class ChunkCache {
   private readonly maxPendingWrites: number;
   private readonly maxPrefetches: number;
   private readonly entries = new Map<string, Entry>();
-  /** Ready, unpinned entries in use order (eviction candidates). */
+  /** Unpinned entries in access order (eviction candidates once ready). */
   private readonly lru: LRUCache<string, Entry>;
   private readonly freeSlots: number[] = [];
   /** Slots ≥ this were never used since open. */
@@ -290,7 +291,7 @@ export class ChunkCache {
     if (n > 1) { this.pins.set(key, n - 1); return; }
     this.pins.delete(key);
     const e = this.entries.get(key);
-    if (e && !e.data) this.lru.set(key, e);
+    if (e) this.lru.set(key, e);
   }
 
   // ------------------------------------------------------------ status and lifecycle
@@ -336,7 +337,7 @@ export class ChunkCache {
     this.c.hits++;
     e.lastUse = ++this.clock;
     this.touched.add(e);
-    this.lru.get(e.key); // refreshes recency when evictable; no-op when pinned or writing
+    this.lru.get(e.key); // refreshes recency; no-op when pinned
     if (e.prefetched) { e.prefetched = false; this.c.prefetchUsed++; }
   }
 
@@ -420,6 +421,7 @@ export class ChunkCache {
       data, readers: 0, gone: false, prefetched,
     };
     this.entries.set(key, e);
+    if (!this.pins.has(key)) this.lru.set(key, e);
     this.bytesCached += e.size;
     this.pendingWrites++;
     return this.track(this.writeSlot(e, data));
@@ -438,7 +440,6 @@ export class ChunkCache {
     }
     e.data = undefined;
     if (e.gone) return false; // dropped meanwhile (cannot happen today; kept safe)
-    if (!this.pins.has(e.key)) this.lru.set(e.key, e);
     this.persist(e);
     return true;
   }
@@ -450,7 +451,7 @@ export class ChunkCache {
     if (this.nextFresh < this.slots) return this.nextFresh++;
     for (const key of this.lru.rkeys()) { // least recently used first; bounded by lru.size
       const victim = this.lru.peek(key)!;
-      if (victim.readers > 0) continue;
+      if (victim.readers > 0 || victim.data) continue; // being read or still being written
       this.lru.delete(key);
       this.entries.delete(key);
       this.bytesCached -= victim.size;
