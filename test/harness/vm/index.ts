@@ -10,7 +10,7 @@
 // of the whole process group here), and the guest reaches nothing on the host
 // but 127.0.0.1:port.
 import { spawn, spawnSync } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { delimiter, join, resolve } from 'node:path';
 
@@ -117,20 +117,23 @@ function withSbin(): string {
 /** Boots a VM, runs the guest script against 127.0.0.1:port, and resolves when it powers off. */
 export async function runGuest(opts: RunGuestOptions): Promise<GuestResult> {
   const timeoutMs = opts.timeoutMs ?? 180_000;
-  let tmp: string | undefined;
+  const tmp = mkdtempSync(join(tmpdir(), 'blockgate-vm-'));
   let script = opts.script;
   if (script === undefined) {
     if (opts.scriptText === undefined) throw new Error('runGuest: give script or scriptText');
-    tmp = mkdtempSync(join(tmpdir(), 'blockgate-vm-'));
     script = join(tmp, 'guest.sh');
     writeFileSync(script, opts.scriptText);
   }
+  // The console as run-guest.sh saved it is authoritative; the stream on
+  // stdout is for watching.
+  const consoleLog = join(tmp, 'console.log');
   const env: Record<string, string | undefined> = {
     ...process.env,
     PATH: withSbin(),
     BLOCKGATE_VM_TIMEOUT: String(Math.max(10, Math.ceil(timeoutMs / 1000))),
     BLOCKGATE_VM_FWD: opts.forward ?? 'chardev',
     ...opts.env,
+    BLOCKGATE_VM_LOG: consoleLog,
   };
   const started = Date.now();
   const child = spawn('bash', [runGuestScript, String(opts.port), opts.exportName, resolve(script), ...(opts.args ?? [])], {
@@ -159,7 +162,8 @@ export async function runGuest(opts: RunGuestOptions): Promise<GuestResult> {
   });
   clearTimeout(hardKill);
   killGroup();
-  if (tmp) rmSync(tmp, { recursive: true, force: true });
+  try { consoleOut = readFileSync(consoleLog, 'utf8'); } catch { /* qemu never started: keep the stream */ }
+  rmSync(tmp, { recursive: true, force: true });
   const status = /^GUEST-EXIT=(\d+)$/m.exec(consoleOut.replace(/\r/g, ''));
   const booted = /^GUEST-BOOTED uptime=([\d.]+)/m.exec(consoleOut);
   return {

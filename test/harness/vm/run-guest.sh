@@ -121,7 +121,9 @@ esac
 
 vm_log "kernel $KVER, accel $ACCEL (cpu $CPU), forward 10.0.2.100:10809 -> 127.0.0.1:$HOST_PORT ($FWD_MODE), timeout ${TIMEOUT}s"
 start=$(date +%s%N)
-# qemu runs in the background so that a TERM to this script stops it too.
+# qemu runs in the background so that a TERM to this script stops it too; its
+# console file exists before tail looks for it.
+: > "$tmp/console.raw"
 timeout -k 10 "$TIMEOUT" qemu-system-x86_64 \
     -accel "$ACCEL" -machine q35 -cpu "$CPU" \
     -smp "${BLOCKGATE_VM_SMP:-2}" -m "${BLOCKGATE_VM_MEM:-1024}" \
