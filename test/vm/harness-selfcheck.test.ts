@@ -53,5 +53,5 @@ describe.skipIf(skip !== undefined)('VM harness self-check (nbdkit file)', () =>
     // The host sees exactly the guest's bytes.
     const onDisk = readFileSync(join(dir, 'disk.img')).subarray(4 << 20, 5 << 20);
     expect(createHash('sha256').update(onDisk).digest('hex')).toBe(wrote[0]);
-  }, 240_000);
+  }, 180_000 + 60_000);
 });

@@ -78,7 +78,7 @@ describe.skipIf(skip !== undefined)(`kernel NBD client in a VM against ${peer}`,
     expect(taggedLines(r.console, 'SIZE ')).toEqual([String(SIZE)]);
     written = parseManifest(taggedLines(r.console, 'SHA256 '));
     expect(written.size, 'manifest lines from boot 1').toBe(203);
-  }, BOOT_TIMEOUT_MS + 30_000);
+  }, BOOT_TIMEOUT_MS + 60_000);
 
   it('boot 2: re-attach, fsck clean, files match the manifest', async () => {
     expect(written, 'boot 1 did not pass').toBeDefined();
@@ -86,7 +86,7 @@ describe.skipIf(skip !== undefined)(`kernel NBD client in a VM against ${peer}`,
     expect(r.exitCode, describeRun(r) + serverLog()).toBe(0);
     expect(r.console).toContain('VERIFY OK');
     expect(parseManifest(taggedLines(r.console, 'SHA256 '))).toEqual(written);
-  }, BOOT_TIMEOUT_MS + 30_000);
+  }, BOOT_TIMEOUT_MS + 60_000);
 
   it('host: after the server stops, the image is a clean ext4 holding the same files', async () => {
     expect(written, 'boot 1 did not pass').toBeDefined();
