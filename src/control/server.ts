@@ -109,7 +109,10 @@ export class ControlServer implements ControlServerHandle {
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     if (this.closing) throw new BlockgateError(ErrorCodes.SHUTTING_DOWN, 'control server is shutting down');
     const url = new URL(req.url ?? '/', 'http://x');
-    const parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+    let parts: string[];
+    try { parts = url.pathname.split('/').filter(Boolean).map(decodeURIComponent); } catch {
+      throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `malformed path ${url.pathname}`);
+    }
     const method = req.method ?? 'GET';
     const route = routeOf(method, parts);
     const now = Date.now();

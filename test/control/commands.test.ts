@@ -203,3 +203,33 @@ describe('two control servers sharing one registry', () => {
     expect(ok.value).toEqual([]);
   });
 });
+
+describe('control server over TLS', () => {
+  it('agent and CLI trust the server through --ca; without it the CLI refuses the certificate in one line', async () => {
+    const dir = tempDir('bg-tls-');
+    const { execFileSync } = await import('node:child_process');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+      '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-subj', '/CN=127.0.0.1',
+      '-addext', 'subjectAltName=IP:127.0.0.1', '-days', '2'], { stdio: 'ignore' });
+    const control = await startControl(controlConfig({ tls: { cert: 'cert.pem', key: 'key.pem' } }), dir);
+    let agent: AgentHandle | undefined;
+    try {
+      expect(control.url).toMatch(/^https:\/\/127\.0\.0\.1:\d+$/);
+      const ca = join(dir, 'cert.pem');
+      agent = await startAgent(tempDir('bg-gw-'), control.url, ['--ca', ca]);
+      await agent.waitFor((r) => r.msg === 'activation key issued');
+      const untrusted = await cli(['activate', ...conn(control), '--gateway', agent.activationAddress, '--name', 'gw-tls']);
+      expect(untrusted.code).toBe(1);
+      expect(untrusted.stderr.trim().split('\n')).toHaveLength(1);
+      expect(untrusted.stderr).toContain('[ERR_CONTROL_UNAVAILABLE]');
+      const ok = await cli(['activate', ...conn(control), '--ca', ca, '--gateway', agent.activationAddress, '--name', 'gw-tls']);
+      expect(ok.stderr).toBe('');
+      await agent.waitFor((r) => r.msg === 'command channel connected');
+      const c = await cliJson<CommandView>(['control', 'command', ...conn(control), '--ca', ca, '--gateway', 'gw-tls', '--wait', 'snapshot', '--volume', 'secure']);
+      expect(c.state).toBe('succeeded');
+    } finally {
+      await agent?.stop();
+      await control.stop();
+    }
+  });
+});
