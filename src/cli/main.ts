@@ -6,6 +6,8 @@ import { Logger, type LogFormat, type LogLevel } from '../log.js';
 import { loadConfig } from '../daemon/config.js';
 import { notifySystemd, startDaemon } from '../daemon/daemon.js';
 import { packageVersion } from '../util/version.js';
+import { registerControlCommands } from './control-commands.js';
+import { registerSnapshotCommands } from './snapshot-commands.js';
 import { registerStatusCommand } from './status-command.js';
 
 
@@ -54,6 +56,8 @@ export function buildProgram(): Command {
     });
 
   registerStatusCommand(program);
+  registerSnapshotCommands(program);
+  registerControlCommands(program);
   return program;
 }
 
