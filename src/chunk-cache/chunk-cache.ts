@@ -20,10 +20,13 @@
 //   - a slot is reused only after its entry has left the maps and its last reader finished;
 //   - every byte served from a slot was checked against the index's CRC32C
 //     first; a mismatch drops the entry and the block is fetched again;
-//   - index writes go through one ordered queue (no reordering of a slot's
-//     delete and its reuse); nothing is fsynced: a kill or power loss may lose
-//     recent index updates or slot writes, which leaves entries missing (cold)
-//     or failing their CRC (dropped on read), never wrong data served;
+//   - index writes go through one ordered queue; an entry is put only after
+//     its slot write, and a slot is rewritten only after its previous entry's
+//     delete reached LevelDB, so a process kill at any point leaves every
+//     indexed entry intact (a write in flight is simply not indexed);
+//   - nothing is fsynced: power loss may lose recent index updates or slot
+//     writes, leaving entries missing (cold) or failing their CRC (dropped on
+//     read), never wrong data served;
 //   - background work is bounded: maxPendingWrites slot writes, maxPrefetches prefetches.
 
 import { randomBytes } from 'node:crypto';
@@ -138,7 +141,8 @@ export class ChunkCache {
   /** Entries whose lastUse changed since it was persisted. */
   private readonly touched = new Set<Entry>();
   private readonly io = new Set<Promise<unknown>>();
-  private pendingOps: IndexOp[] = [];
+  /** Index updates not yet handed to LevelDB, and how to tell their producers when they are. */
+  private nextBatch: { ops: IndexOp[]; applied: Promise<void>; resolve: () => void } | undefined;
   private indexDrain: Promise<void> | undefined;
   private clock = 0;
   private bytesCached = 0;
@@ -414,8 +418,9 @@ export class ChunkCache {
   /** Takes a slot and writes the block into it in the background. Never rejects. */
   private insert(key: string, data: Buffer, crcs: Uint32Array, prefetched: boolean): Promise<boolean> {
     if (this.closed || this.entries.has(key)) return Promise.resolve(false);
-    const slot = this.pendingWrites < this.maxPendingWrites ? this.takeSlot() : undefined;
-    if (slot === undefined) { this.c.insertsSkipped++; return Promise.resolve(false); }
+    const taken = this.pendingWrites < this.maxPendingWrites ? this.takeSlot() : undefined;
+    if (taken === undefined) { this.c.insertsSkipped++; return Promise.resolve(false); }
+    const { slot, evicted } = taken;
     const e: Entry = {
       key, slot, size: data.length, crcs, lastUse: ++this.clock, persistedUse: NaN,
       data, readers: 0, gone: false, prefetched,
@@ -424,11 +429,15 @@ export class ChunkCache {
     if (!this.pins.has(key)) this.lru.set(key, e);
     this.bytesCached += e.size;
     this.pendingWrites++;
-    return this.track(this.writeSlot(e, data));
+    return this.track(this.writeSlot(e, data, evicted));
   }
 
-  private async writeSlot(e: Entry, data: Buffer): Promise<boolean> {
+  /** `evicted`: the index delete of the slot's previous entry, which must land first. */
+  private async writeSlot(e: Entry, data: Buffer, evicted: Promise<void> | undefined): Promise<boolean> {
     try {
+      // A kill between the two leaves the old entry naming a slot that no
+      // longer holds it; waiting keeps that to power loss (caught by the CRC).
+      if (evicted) await evicted;
       await pwriteFull(this.fh, data, this.slotOffset(e.slot));
     } catch (err) {
       this.c.writeErrors++;
@@ -444,11 +453,14 @@ export class ChunkCache {
     return true;
   }
 
-  /** A free slot, or the slot of the least recently used evictable entry, or undefined. */
-  private takeSlot(): number | undefined {
+  /**
+   * A free slot, or the slot of the least recently used evictable entry (with
+   * the promise of its index delete), or undefined.
+   */
+  private takeSlot(): { slot: number; evicted?: Promise<void> } | undefined {
     const free = this.freeSlots.pop();
-    if (free !== undefined) return free;
-    if (this.nextFresh < this.slots) return this.nextFresh++;
+    if (free !== undefined) return { slot: free };
+    if (this.nextFresh < this.slots) return { slot: this.nextFresh++ };
     for (const key of this.lru.rkeys()) { // least recently used first; bounded by lru.size
       const victim = this.lru.peek(key)!;
       if (victim.readers > 0 || victim.data) continue; // being read or still being written
@@ -458,8 +470,7 @@ export class ChunkCache {
       victim.gone = true;
       this.c.evictions++;
       if (victim.prefetched) this.c.prefetchWasted++;
-      this.queueIndex({ type: 'del', key: ENTRY_PREFIX + key });
-      return victim.slot; // handed straight to the new entry
+      return { slot: victim.slot, evicted: this.queueIndex({ type: 'del', key: ENTRY_PREFIX + key }) }; // handed straight to the new entry
     }
     return undefined;
   }
@@ -471,7 +482,7 @@ export class ChunkCache {
     this.entries.delete(e.key);
     this.lru.delete(e.key);
     this.bytesCached -= e.size;
-    this.queueIndex({ type: 'del', key: ENTRY_PREFIX + e.key });
+    void this.queueIndex({ type: 'del', key: ENTRY_PREFIX + e.key });
     if (e.readers === 0) this.releaseSlot(e);
   }
 
@@ -487,7 +498,7 @@ export class ChunkCache {
 
   private persist(e: Entry): void {
     e.persistedUse = e.lastUse;
-    this.queueIndex({ type: 'put', key: ENTRY_PREFIX + e.key, value: encodeEntry(e) });
+    void this.queueIndex({ type: 'put', key: ENTRY_PREFIX + e.key, value: encodeEntry(e) });
   }
 
   private persistLastUse(): void {
@@ -497,23 +508,39 @@ export class ChunkCache {
     this.touched.clear();
   }
 
-  /** Index updates are applied in order, in batches (group commit), one batch at a time. */
-  private queueIndex(op: IndexOp): void {
-    this.pendingOps.push(op);
-    this.indexDrain ??= this.drainIndex();
+  /**
+   * Index updates are applied in order, in batches (group commit), one batch
+   * at a time. Resolves when `op` has been handed to LevelDB (in the OS, so it
+   * survives a process kill) or has failed (logged; never rejects).
+   */
+  private queueIndex(op: IndexOp): Promise<void> {
+    if (!this.nextBatch) {
+      let resolve!: () => void;
+      const applied = new Promise<void>((res) => { resolve = res; });
+      this.nextBatch = { ops: [], applied, resolve };
+    }
+    const { ops, applied } = this.nextBatch;
+    ops.push(op);
+    this.indexDrain ??= this.drainIndex(); // takes nextBatch synchronously
+    return applied;
   }
 
   private async drainIndex(): Promise<void> {
     try {
-      while (this.pendingOps.length > 0) { // each pass removes ops; ends when producers stop
-        const batch = this.pendingOps.splice(0, MAX_INDEX_BATCH);
-        try {
-          await this.db.batch(batch);
-        } catch (err) {
-          // Lost index updates cost warmth after a restart, never correctness (CRCs).
-          this.c.indexErrors++;
-          this.log.warn('cache index update failed', { ops: batch.length, err });
+      while (this.nextBatch) { // each pass takes what is queued; ends when producers stop
+        const { ops, resolve } = this.nextBatch;
+        this.nextBatch = undefined;
+        for (let i = 0; i < ops.length; i += MAX_INDEX_BATCH) {
+          const chunk = ops.slice(i, i + MAX_INDEX_BATCH);
+          try {
+            await this.db.batch(chunk);
+          } catch (err) {
+            // Lost index updates cost warmth after a restart, never correctness (CRCs).
+            this.c.indexErrors++;
+            this.log.warn('cache index update failed', { ops: chunk.length, err });
+          }
         }
+        resolve();
       }
     } finally {
       this.indexDrain = undefined;
