@@ -8,13 +8,16 @@
 #   ROUNDS=5 RUNTIME=15 bench/nbd-fio.sh
 #   SERVERS="nbdkit qemu-nbd" bench/nbd-fio.sh   # without blockgate
 #   TESTS="randread-4k-qd32" bench/nbd-fio.sh
+#   SERVERS="blockgate blockgate@BLOCKGATE_RAW_NOWAIT_MAX=0" bench/nbd-fio.sh  # A/B a knob
 #
 # Method: the file is prefilled (random data, 1 GiB by default) before anything
 # is timed. For every round, every test, the servers run one after another in
 # an order rotated each round (a noisy, shared 2-core host drifts; alternating
 # spreads the drift). Each run starts a fresh server, runs fio for RUNTIME
 # seconds after RAMP seconds of warm-up, and stops the server. The table gives
-# the median over rounds, and blockgate's ratio to each peer. All servers use
+# the median over rounds, blockgate's ratio to each peer, and each server's
+# CPU time (user+system, all threads) per I/O, which a noisy host disturbs far
+# less than throughput. All servers use
 # the page cache (nbdkit cache=default, qemu-nbd cache=writeback, blockgate
 # buffered I/O), no FUA, no flush: this measures the servers, not the disk.
 #
@@ -87,7 +90,11 @@ start_server() {
       SERVER_PID=$!
       URI="nbd://127.0.0.1:$PORT/"
       ;;
-    blockgate)
+    blockgate | blockgate@*=*)
+      # blockgate@VAR=VALUE: a variant run with one environment setting, e.g.
+      # SERVERS="blockgate blockgate@BLOCKGATE_RAW_NOWAIT_MAX=0 nbdkit"
+      local -a envset=()
+      [[ $name == *@* ]] && envset=("${name#*@}")
       [[ -f $ROOT/dist/cli/main.js ]] || die "blockgate not built: run npm run build (or SERVERS='nbdkit qemu-nbd')"
       local cfg=$WORK/blockgate.yaml
       # A private admin socket: the default /run/blockgate/admin.sock may be
@@ -105,7 +112,7 @@ volumes:
     size: $bytes
     disk: $FILE
 EOF
-      "$ROOT/bin/blockgate" serve --config "$cfg" >"$RESULTS/$name.log" 2>&1 &
+      env "${envset[@]}" "$ROOT/bin/blockgate" serve --config "$cfg" >"$RESULTS/$name.log" 2>&1 &
       SERVER_PID=$!
       URI="nbd://127.0.0.1:$PORT/bench"
       ;;
@@ -134,18 +141,31 @@ fio_args() {
   esac
 }
 
+# CPU time (all threads, user+system) the server has used, in clock ticks.
+server_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/stat"; }
+# ... and by its main thread only (for blockgate: the event loop, its bottleneck).
+main_ticks() { awk '{print $14 + $15}' "/proc/$SERVER_PID/task/$SERVER_PID/stat"; }
+
 run_fio() { # TEST SERVER ROUND
-  local test=$1 server=$2 round=$3 out
+  local test=$1 server=$2 round=$3 out t0 t1 m0 m1
   out="$RESULTS/$test.$server.$round.json"
+  t0=$(server_ticks); m0=$(main_ticks)
   # shellcheck disable=SC2046
   timeout $((RUNTIME + RAMP + 60)) fio --name="$test" --ioengine=nbd --uri="$URI" \
     $(fio_args "$test") --time_based --runtime="$RUNTIME" --ramp_time="$RAMP" \
     --group_reporting --randrepeat=0 --norandommap --output-format=json --output="$out" >/dev/null \
     || die "fio failed: $test on $server (see $out, $RESULTS/$server.log)"
+  t1=$(server_ticks); m1=$(main_ticks)
+  # Server CPU per I/O: robust on a shared, noisy host where throughput is
+  # not (the ramp is counted on both sides, assuming the same rate).
   jq -r --arg t "$test" --arg s "$server" --arg r "$round" \
+     --argjson cpu "$(( t1 - t0 ))" --argjson main "$(( m1 - m0 ))" --argjson hz "$(getconf CLK_TCK)" --argjson secs "$((RUNTIME + RAMP))" \
     '.jobs[0] as $j | ($j.read.bw_bytes + $j.write.bw_bytes) as $bw | ($j.read.iops + $j.write.iops) as $iops
-     | [$t, $s, $r, ($bw / 1048576), $iops] | @tsv' "$out" >>"$RESULTS/summary.tsv"
-  tail -n1 "$RESULTS/summary.tsv" | awk -F'\t' '{printf "  %-18s %-10s round %s  %9.1f MiB/s  %9.0f IOPS\n", $1, $2, $3, $4, $5}' >&2
+     | [$t, $s, $r, ($bw / 1048576), $iops, (if $iops > 0 then ($cpu / $hz) * 1e6 / ($iops * $secs) else 0 end),
+        (if $iops > 0 then ($main / $hz) * 1e6 / ($iops * $secs) else 0 end)] | @tsv' \
+    "$out" >>"$RESULTS/summary.tsv"
+  tail -n1 "$RESULTS/summary.tsv" |
+    awk -F'\t' '{printf "  %-18s %-10s round %s  %9.1f MiB/s  %9.0f IOPS  %7.1f CPU-us/IO (main thread %.1f)\n", $1, $2, $3, $4, $5, $6, $7}' >&2
 }
 
 # ---------------------------------------------------------------- main
@@ -181,16 +201,18 @@ const rows = fs.readFileSync(file, 'utf8').trim().split('\n').map((l) => l.split
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 const get = (t, s, col) => { const xs = rows.filter((r) => r[0] === t && r[1] === s).map((r) => Number(r[col])); return xs.length ? median(xs) : NaN; };
 const fmt = (x, d) => (Number.isFinite(x) ? x.toFixed(d) : '-');
-const peers = servers.filter((s) => s !== 'blockgate');
+const peers = servers.filter((s) => !s.startsWith('blockgate'));
 let head = '| test |';
 let sep = '|---|';
 for (const s of servers) { head += ` ${s} MiB/s | ${s} IOPS |`; sep += '---:|---:|'; }
 if (servers.includes('blockgate')) for (const p of peers) { head += ` blockgate/${p} |`; sep += '---:|'; }
+for (const s of servers) { head += ` ${s} CPU µs/IO (main thread) |`; sep += '---:|'; }
 console.log(head); console.log(sep);
 for (const t of tests) {
   let line = `| ${t} |`;
   for (const s of servers) line += ` ${fmt(get(t, s, 3), 1)} | ${fmt(get(t, s, 4), 0)} |`;
   if (servers.includes('blockgate')) for (const p of peers) line += ` ${fmt(get(t, 'blockgate', 4) / get(t, p, 4), 2)}x |`;
+  for (const s of servers) line += ` ${fmt(get(t, s, 5), 1)} (${fmt(get(t, s, 6), 1)}) |`;
   console.log(line);
 }
 console.log(`\n(medians of ${new Set(rows.map((r) => r[2])).size} rounds; raw results in ${require('path').dirname(file)})`);
