@@ -163,8 +163,9 @@ export class ChunkCache {
     this.log = (options.logger ?? silentLogger).child({ component: 'chunk-cache', dir: options.dir });
     this.maxPendingWrites = options.maxPendingWrites ?? 32;
     this.maxPrefetches = options.maxPrefetches ?? 16;
-    // max is never reached: the LRU holds at most `slots` entries and we evict ourselves.
-    this.lru = new LRUCache<string, Entry>({ max: slots + 1 });
+    // The bound is never reached (at most `slots` entries; we evict ourselves).
+    // maxSize rather than max: max preallocates arrays of that length.
+    this.lru = new LRUCache<string, Entry>({ maxSize: slots + 1, sizeCalculation: () => 1 });
     const flushMs = options.indexFlushMs ?? 30_000;
     if (flushMs > 0) {
       this.timer = setInterval(() => this.persistLastUse(), flushMs);
@@ -176,7 +177,10 @@ export class ChunkCache {
   static async open(options: ChunkCacheOptions): Promise<ChunkCache> {
     validateBlockSize(options.blockSize);
     const { dir, blockSize, capacityBytes } = options;
-    if (!Number.isSafeInteger(capacityBytes) || capacityBytes < blockSize) {
+    if (!Number.isSafeInteger(capacityBytes)) {
+      throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `chunk cache size must be a whole number of bytes, got ${capacityBytes}`);
+    }
+    if (capacityBytes < blockSize) {
       throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT,
         `chunk cache size ${capacityBytes} bytes is smaller than one block (${blockSize} bytes); give it at least one block, better thousands`);
     }
