@@ -360,7 +360,8 @@ export class ChunkCache {
     const spanStart = first * UNIT_BYTES;
     const spanEnd = Math.min(Math.ceil((off + len) / UNIT_BYTES) * UNIT_BYTES, e.size);
     const direct = spanStart === off && spanEnd === off + len;
-    const buf = direct ? dest : Buffer.allocUnsafe(spanEnd - spanStart);
+    const scratch = direct ? undefined : Buffer.allocUnsafe(spanEnd - spanStart);
+    const buf = scratch ?? dest;
     e.readers++;
     try {
       try {
@@ -381,7 +382,7 @@ export class ChunkCache {
       e.readers--;
       if (e.gone && e.readers === 0) this.releaseSlot(e);
     }
-    if (!direct) Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).copy(dest, 0, off - spanStart, off - spanStart + len);
+    scratch?.copy(dest, 0, off - spanStart, off - spanStart + len);
     return true;
   }
 
