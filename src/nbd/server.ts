@@ -53,18 +53,25 @@ export class NbdServer {
   private nextId = 1;
   private shuttingDown = false;
   private readonly logger: Logger;
-  private readonly defaultExport: string | undefined;
+  private defaultExport: string | undefined;
 
   constructor(private readonly options: NbdServerOptions) {
     this.logger = options.logger.child({ component: 'nbd' });
-    for (const e of options.exports) {
-      if (this.exports.has(e.name)) throw new BlockgateError(ErrorCodes.CONFIG, `duplicate export name '${e.name}'`);
-      if (e.tls === 'require' && !options.tls) {
-        throw new BlockgateError(ErrorCodes.CONFIG, `export '${e.name}' requires TLS but no tls section is configured`);
-      }
-      this.exports.set(e.name, e);
+    for (const e of options.exports) this.addExport(e);
+  }
+
+  /** Serves one more export (at start, or a volume created at run time). Names are unique. */
+  addExport(e: NbdExport): void {
+    if (this.exports.has(e.name)) throw new BlockgateError(ErrorCodes.CONFIG, `duplicate export name '${e.name}'`);
+    if (e.tls === 'require' && !this.options.tls) {
+      throw new BlockgateError(ErrorCodes.CONFIG, `export '${e.name}' requires TLS but no tls section is configured`);
     }
-    this.defaultExport = options.exports[0]?.name;
+    this.exports.set(e.name, e);
+    this.defaultExport ??= e.name;
+  }
+
+  hasExport(name: string): boolean {
+    return this.exports.has(name);
   }
 
   /** Binds one listener; resolves the bound address ("host:port" or the socket path). */
