@@ -1,6 +1,8 @@
 // Runs the snapshot CLI from dist/ (what bin/blockgate runs once main.ts
 // registers the snapshot commands), with main()'s error contract.
-import { Command, CommanderError } from 'commander';
+// Same thread-pool size as bin/blockgate (set before any I/O starts).
+process.env.UV_THREADPOOL_SIZE ??= '32';
+const { Command, CommanderError } = await import('commander');
 const { registerSnapshotCommands } = await import('../dist/cli/snapshot-commands.js');
 const { BlockgateError } = await import('../dist/errors.js');
 const program = new Command('blockgate').exitOverride();

@@ -41,6 +41,8 @@ export interface StartOptions {
   description?: string;
 }
 
+const HEAD_MISS_LIMIT = 64;
+
 type SessionState = 'opening' | 'open' | 'completing' | 'completed' | 'aborted';
 
 interface Change {
@@ -71,6 +73,15 @@ export class UploadSession {
   private readonly reused = new Set<string>();
   private readonly limiter: Semaphore;
   private inflight = 0;
+  /**
+   * Whether to HEAD a block before putting it (saves re-sending blocks that
+   * exist, e.g. after an interrupted upload). Off for a family created by
+   * this process (nothing can exist), and switched off after
+   * HEAD_MISS_LIMIT consecutive misses (the put is put-if-absent anyway, so
+   * an existing block is still detected, only its bytes are re-sent).
+   */
+  private probeExisting: boolean;
+  private headMisses = 0;
   private serverStart = new Date(0);
   private lastHeartbeat = Date.now();
   private heartbeatTimer: NodeJS.Timeout | undefined;
@@ -88,6 +99,7 @@ export class UploadSession {
     this.blockSize = opts.blockSize;
     this.blockCount = blockCount(opts.size, opts.blockSize);
     this.limiter = new Semaphore(snaps.options.concurrency);
+    this.probeExisting = !snaps.isNewFamily(opts.volume);
   }
 
   get status(): SessionState { return this.state; }
@@ -186,13 +198,17 @@ export class UploadSession {
     const store = this.snaps.store;
     const key = keys.block(hash);
     await this.limiter.run(async () => {
-      try {
-        const info = await store.head(key);
-        if (info.lastModified.getTime() < this.serverStart.getTime()) this.reused.add(hash);
-        this.stats.reusedBlocks++;
-        return;
-      } catch (err) {
-        if (!isBlockgateError(err, ErrorCodes.OBJECT_NOT_FOUND)) throw err;
+      if (this.probeExisting) {
+        try {
+          const info = await store.head(key);
+          if (info.lastModified.getTime() < this.serverStart.getTime()) this.reused.add(hash);
+          this.stats.reusedBlocks++;
+          this.headMisses = 0;
+          return;
+        } catch (err) {
+          if (!isBlockgateError(err, ErrorCodes.OBJECT_NOT_FOUND)) throw err;
+          if (++this.headMisses >= HEAD_MISS_LIMIT) this.probeExisting = false;
+        }
       }
       const { codec, payload } = await encodePayload(plain, this.snaps.options.compression);
       const body = encodeBlockObject(codec, plain.length, payload);
@@ -203,7 +219,15 @@ export class UploadSession {
         this.stats.uploadedBlocks++;
       } catch (err) {
         if (!isBlockgateError(err, ErrorCodes.PRECONDITION_FAILED)) throw err;
-        this.stats.reusedBlocks++; // a concurrent writer stored the same content
+        // Already there: stored by a concurrent writer, or older (then it is "reused").
+        this.stats.reusedBlocks++;
+        try {
+          const info = await store.head(key);
+          if (info.lastModified.getTime() < this.serverStart.getTime()) this.reused.add(hash);
+        } catch (err2) {
+          if (!isBlockgateError(err2, ErrorCodes.OBJECT_NOT_FOUND)) throw err2;
+          this.reused.add(hash); // vanished right after the 412: let complete() re-check
+        }
       }
     });
   }

@@ -75,6 +75,8 @@ export class SnapshotStore {
   readonly log: Logger;
   readonly options: Required<Omit<SnapshotStoreOptions, 'logger'>>;
   private readonly families = new Map<string, Family>();
+  /** Families this instance created: their key is new, so no block of theirs can exist yet. */
+  private readonly createdFamilies = new Set<string>();
   private readonly roots = new LRUCache<string, SnapshotRoot>({ max: 256 });
   private readonly shards = new LRUCache<string, ShardEntries>({ max: 64 });
 
@@ -120,6 +122,7 @@ export class SnapshotStore {
       };
       try {
         await this.store.put(keys.family(volume), Buffer.from(JSON.stringify(obj, null, 2)), { ifNoneMatch: '*' });
+        this.createdFamilies.add(volume);
       } catch (err) {
         if (!isBlockgateError(err, ErrorCodes.PRECONDITION_FAILED)) throw err;
         // Lost a creation race: use the winner's key.
@@ -131,6 +134,11 @@ export class SnapshotStore {
       throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `volume ${volume} uses block size ${fam.blockSize}; cannot snapshot it with block size ${blockSize}`);
     }
     return fam;
+  }
+
+  /** True when this instance created the family (so its block namespace started empty). */
+  isNewFamily(volume: string): boolean {
+    return this.createdFamilies.has(volume);
   }
 
   async familyOf(root: SnapshotRoot): Promise<Family> {
