@@ -102,9 +102,12 @@ export async function runOk(cmd: string, args: readonly string[], options: RunOp
 }
 
 export interface NbdshOptions extends RunOptions {
-  /** Connect to this URI first (nbdsh -u); otherwise `h` is unconnected. */
+  /**
+   * Connect to this URI before the script runs; otherwise `h` is unconnected.
+   * Local-file URI parameters (tls-certificates, tls-psk-file) are allowed.
+   */
   uri?: string;
-  /** Request base:allocation before connecting (nbdsh --base-allocation). */
+  /** Request base:allocation before connecting (as nbdsh --base-allocation). */
   baseAllocation?: boolean;
   /** Python code run before the (dedented) script, e.g. shared helper functions. */
   prelude?: string;
@@ -113,13 +116,18 @@ export interface NbdshOptions extends RunOptions {
 /**
  * Runs an nbdsh script (`h` is the handle, `nbd` the module) with
  * /usr/bin/python3 explicitly. The script is dedented so tests can indent it.
+ * The connection is made in Python (not `nbdsh -u`, which refuses URIs naming
+ * local files such as ?tls-psk-file=).
  */
 export function nbdsh(script: string, options: NbdshOptions = {}): Promise<RunResult> {
-  const args = ['-m', 'nbd'];
-  if (options.baseAllocation) args.push('--base-allocation');
-  if (options.uri) args.push('-u', options.uri);
-  args.push('-c', (options.prelude ? `${dedent(options.prelude)}\n` : '') + dedent(script));
-  return run(SYSTEM_PYTHON, args, options);
+  const setup: string[] = [];
+  if (options.baseAllocation) setup.push('h.add_meta_context(nbd.CONTEXT_BASE_ALLOCATION)');
+  if (options.uri) {
+    setup.push('h.set_uri_allow_local_file(True)');
+    setup.push(`h.connect_uri(${JSON.stringify(options.uri)})`);
+  }
+  const parts = [options.prelude ? dedent(options.prelude) : '', ...setup, dedent(script)];
+  return run(SYSTEM_PYTHON, ['-m', 'nbd', '-c', parts.join('\n')], options);
 }
 
 /** nbdsh() that throws with the script's output unless it exits 0. */
