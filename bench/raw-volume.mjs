@@ -5,7 +5,7 @@
 //
 //   npm run build && node bench/raw-volume.mjs [dir]    (default /var/tmp)
 //   SECONDS=4 ROUNDS=3 UV_THREADPOOL_SIZE=32 (the default here, as bin/blockgate)
-//   NOWAIT_MAX=0 disables the RWF_NOWAIT cache-hit fast path (bytes; default 64 KiB)
+//   BLOCKGATE_RAW_NOWAIT_MAX=0 disables the RWF_NOWAIT cache-hit fast path (bytes; default 64 KiB)
 process.env.UV_THREADPOOL_SIZE ??= '32';
 const { mkdtemp, rm, open } = await import('node:fs/promises');
 const { join } = await import('node:path');
@@ -37,6 +37,7 @@ const tests = {
 
 async function run(v, t) {
   const until = performance.now() + SECONDS * 1000;
+  const cpu0 = process.cpuUsage();
   let ops = 0;
   let next = 0;
   async function worker() {
@@ -49,27 +50,29 @@ async function run(v, t) {
     }
   }
   await Promise.all(Array.from({ length: t.qd }, worker));
-  return ops / SECONDS;
+  const cpu = process.cpuUsage(cpu0);
+  return { iops: ops / SECONDS, cpuPerIo: (cpu.user + cpu.system) / ops };
 }
 
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[s.length >> 1]; };
 const out = {};
 try {
-  const v = await RawVolume.open({ path, size: SIZE, ...(process.env.NOWAIT_MAX ? { nowaitMax: Number(process.env.NOWAIT_MAX) } : {}) });
+  const v = await RawVolume.open({ path, size: SIZE });
   for (let r = 0; r < ROUNDS; r++) {
     for (const [name, t] of Object.entries(tests)) {
-      const iops = await run(v, t);
-      (out[name] ??= []).push(iops);
-      console.error(`${name} round ${r + 1}: ${iops.toFixed(0)} IOPS, ${((iops * t.bs) / 1048576).toFixed(0)} MiB/s`);
+      const res = await run(v, t);
+      (out[name] ??= []).push(res);
+      console.error(`${name} round ${r + 1}: ${res.iops.toFixed(0)} IOPS, ${((res.iops * t.bs) / 1048576).toFixed(0)} MiB/s, ${res.cpuPerIo.toFixed(1)} CPU-us/IO`);
     }
   }
   await v.close();
 } finally {
   await rm(dir, { recursive: true, force: true });
 }
-console.log('| test (RawVolume, no NBD) | MiB/s | IOPS |');
-console.log('|---|---:|---:|');
+console.log('| test (RawVolume, no NBD) | MiB/s | IOPS | CPU µs/IO (process, all threads) |');
+console.log('|---|---:|---:|---:|');
 for (const [name, xs] of Object.entries(out)) {
-  const iops = median(xs);
-  console.log(`| ${name} | ${((iops * tests[name].bs) / 1048576).toFixed(0)} | ${iops.toFixed(0)} |`);
+  const iops = median(xs.map((x) => x.iops));
+  const cpu = median(xs.map((x) => x.cpuPerIo));
+  console.log(`| ${name} | ${((iops * tests[name].bs) / 1048576).toFixed(0)} | ${iops.toFixed(0)} | ${cpu.toFixed(1)} |`);
 }

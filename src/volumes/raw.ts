@@ -11,7 +11,12 @@
 //   - FUA writes go through a second fd opened O_DSYNC (same inode, same page
 //     cache; only that write is synced: see docs/performance.md for why not
 //     write+fdatasync). FUA zero/trim are followed by fdatasync.
-//   - reads/writes use the caller's Buffer directly (no copy).
+//   - reads/writes use the caller's Buffer directly (no copy). Requests of
+//     up to nowaitMax (64 KiB) first try preadv2/pwritev2(RWF_NOWAIT) on the
+//     event loop: a page-cache hit is served in one non-blocking system call
+//     without the thread-pool round trip; a miss (EAGAIN) or the rest of a
+//     short copy goes to the thread pool. Nothing ever waits for a disk on
+//     the event loop.
 //   - zero: files punch a hole when mayTrim, else FALLOC_FL_ZERO_RANGE, else
 //     punch+allocate; block devices fallocate(PUNCH_HOLE) (zero with unmap,
 //     never slow) when mayTrim, else BLKZEROOUT. When no fast primitive
@@ -72,8 +77,8 @@ function zeros(): Buffer {
 }
 
 /** Benchmark knob: BLOCKGATE_RAW_NOWAIT_MAX (bytes) overrides the default nowaitMax. */
-function envNowaitMax(): number | undefined {
-  const v = process.env.BLOCKGATE_RAW_NOWAIT_MAX;
+function envInt(name: string): number | undefined {
+  const v = process.env[name];
   if (v === undefined || v === '') return undefined;
   const n = Number(v);
   return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
@@ -295,7 +300,7 @@ export class RawVolume implements BlockDevice {
       const hwWriteZeroes = isBlockDevice && Number((await queueAttr(fst.rdev, 'write_zeroes_max_bytes')) ?? '0') > 0;
       const volume = new RawVolume(
         path, fd, dsyncFd, isBlockDevice, size, readOnly, rotational, hasNative, hwWriteZeroes, log, options.unsupported ?? [],
-        options.nowaitMax ?? envNowaitMax() ?? RAW_DEFAULT_NOWAIT_MAX,
+        options.nowaitMax ?? envInt('BLOCKGATE_RAW_NOWAIT_MAX') ?? RAW_DEFAULT_NOWAIT_MAX,
       );
       log.debug('opened', { size, blockDevice: isBlockDevice, readOnly, fuaMode, rotational });
       return volume;
