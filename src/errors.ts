@@ -35,6 +35,11 @@ export const ErrorCodes = {
   SNAPSHOT_NOT_FOUND: 'ERR_SNAPSHOT_NOT_FOUND',
   SNAPSHOT_CORRUPT: 'ERR_SNAPSHOT_CORRUPT',
   SNAPSHOT_STATE: 'ERR_SNAPSHOT_STATE',
+  // Single-writer fencing (src/fencing)
+  /** The volume is open for writing on another gateway (its lease is held and not expired). */
+  LEASE_HELD: 'ERR_LEASE_HELD',
+  /** This gateway's lease on the volume was taken over (epoch superseded): writes are refused. */
+  FENCED: 'ERR_FENCED',
   // --- Control plane and gateway activation (src/control, src/gateway) ---
   /** Missing, unknown or wrong API/gateway/peer token (also: unknown account). */
   CONTROL_UNAUTHORIZED: 'ERR_CONTROL_UNAUTHORIZED',
