@@ -456,74 +456,79 @@ export class WriteLog {
     }
   }
 
+  // The single writer. Clears pumpActive in the same synchronous step in
+  // which it sees the queue empty: an `await` between the two would let an
+  // admit() slip through unseen and leave its record queued forever (and a
+  // late clear could let two pumps run at once).
   private async pump(): Promise<void> {
-    try {
-      await this.pumpLoop();
-    } finally {
-      this.pumpActive = false;
+    for (;;) {
+      if (this.queue.length === 0 || this.state === 'failed') {
+        this.pumpActive = false;
+        return;
+      }
+      try {
+        await this.writeBatch();
+      } catch (err) {
+        this.fail(err, 'writing records');
+        this.pumpActive = false;
+        return;
+      }
     }
   }
 
-  private async pumpLoop(): Promise<void> {
-    while (this.queue.length > 0 && this.state !== 'failed') {
-      const first = this.queue[0]!;
-      try {
-        const a = this.active;
-        if (!a || (a.lastSeq >= a.firstSeq && a.size + first.bytes > this.segmentBytes)) await this.roll(first.seq);
-      } catch (err) {
-        this.fail(err, 'creating a segment');
-        return;
-      }
-      const seg = this.active!;
-      const batch: Pending[] = [];
-      const bufs: Buffer[] = [];
-      let bytes = 0;
-      while (this.queue.length > 0 && batch.length < MAX_BATCH_RECORDS) {
-        const q = this.queue[0]!;
-        if (batch.length > 0 && (bytes + q.bytes > MAX_BATCH_BYTES || seg.size + bytes + q.bytes > this.segmentBytes)) break;
-        this.queue.shift();
-        const dataBytes = q.data?.length ?? 0;
-        bufs.push(encodeRecordHeader({ type: q.type, flags: 0, seq: q.seq, offset: q.offset, length: q.length, syncedSeq: this.durable }, dataBytes, q.payloadCrc));
-        if (q.data && dataBytes > 0) bufs.push(q.data);
-        const pad = q.bytes - RECORD_HEADER_BYTES - dataBytes;
-        if (pad > 0) bufs.push(ZERO_PAD.subarray(0, pad));
-        batch.push(q);
-        bytes += q.bytes;
-      }
-      const base = seg.size;
-      try {
-        await seg.file.writev(bufs, base);
-      } catch (err) {
-        for (const q of batch) q.reject(this.ioError(err, 'writing records'));
-        this.fail(err, 'writing records');
-        return;
-      }
-      seg.size += bytes;
-      this.segmentBytesTotal += bytes;
-      this.queuedBytes -= bytes;
-      let pos = base;
-      for (const q of batch) {
-        seg.lastSeq = q.seq;
-        this.writtenSeq = q.seq;
-        if (q.type === RecordType.Marker) {
-          this.markerMap.set(q.seq, q.payload);
-          this.index.addMarker(q.seq);
-        } else {
-          this.index.add({
-            start: q.offset, end: q.offset + q.length, seq: q.seq, kind: q.type === RecordType.Write ? 'data' : 'zero',
-            segment: seg.segmentSeq, dataPos: pos + RECORD_HEADER_BYTES,
-          });
-        }
-        pos += q.bytes;
-        q.resolve(q.seq);
-      }
-      if (this.writtenWaiters.length > 0) {
-        const ready = this.writtenWaiters.filter((w) => w.seq <= this.writtenSeq);
-        this.writtenWaiters = this.writtenWaiters.filter((w) => w.seq > this.writtenSeq);
-        for (const w of ready) w.resolve();
-      }
-      this.wake();
+  private async writeBatch(): Promise<void> {
+    const first = this.queue[0]!;
+    const a = this.active;
+    if (!a || (a.lastSeq >= a.firstSeq && a.size + first.bytes > this.segmentBytes)) await this.roll(first.seq);
+    const seg = this.active!;
+    const batch: Pending[] = [];
+    const bufs: Buffer[] = [];
+    let bytes = 0;
+    while (this.queue.length > 0 && batch.length < MAX_BATCH_RECORDS) {
+      const q = this.queue[0]!;
+      if (batch.length > 0 && (bytes + q.bytes > MAX_BATCH_BYTES || seg.size + bytes + q.bytes > this.segmentBytes)) break;
+      this.queue.shift();
+      batch.push(q);
+      const dataBytes = q.data?.length ?? 0;
+      bufs.push(encodeRecordHeader({ type: q.type, flags: 0, seq: q.seq, offset: q.offset, length: q.length, syncedSeq: this.durable }, dataBytes, q.payloadCrc));
+      if (q.data && dataBytes > 0) bufs.push(q.data);
+      const pad = q.bytes - RECORD_HEADER_BYTES - dataBytes;
+      if (pad > 0) bufs.push(ZERO_PAD.subarray(0, pad));
+      bytes += q.bytes;
     }
+    const base = seg.size;
+    try {
+      await seg.file.writev(bufs, base);
+    } catch (err) {
+      const e = this.ioError(err, 'writing records');
+      for (const q of batch) q.reject(e);
+      throw e;
+    }
+    seg.size += bytes;
+    this.segmentBytesTotal += bytes;
+    this.queuedBytes -= bytes;
+    let pos = base;
+    for (const q of batch) {
+      seg.lastSeq = q.seq;
+      this.writtenSeq = q.seq;
+      if (q.type === RecordType.Marker) {
+        this.markerMap.set(q.seq, q.payload);
+        this.index.addMarker(q.seq);
+      } else {
+        this.index.add({
+          start: q.offset, end: q.offset + q.length, seq: q.seq, kind: q.type === RecordType.Write ? 'data' : 'zero',
+          segment: seg.segmentSeq, dataPos: pos + RECORD_HEADER_BYTES,
+        });
+      }
+      pos += q.bytes;
+      q.resolve(q.seq);
+    }
+    if (this.writtenWaiters.length > 0) {
+      const ready = this.writtenWaiters.filter((w) => w.seq <= this.writtenSeq);
+      this.writtenWaiters = this.writtenWaiters.filter((w) => w.seq > this.writtenSeq);
+      for (const w of ready) w.resolve();
+    }
+    this.wake();
   }
 
   /** Seals the active segment (durable first) and starts a new one whose first record is `firstSeq`. */
