@@ -59,6 +59,10 @@ export function loadTlsConfig(files: TlsFiles): TlsServerConfig {
   try {
     secureContext = createSecureContext({
       minVersion: 'TLSv1.2',
+      // tls.createServer sets this itself; a standalone TLSSocket must. Without
+      // it OpenSSL refuses TLS 1.3 PSK (a session lookup) whenever peer
+      // verification is on ("session id context uninitialized").
+      sessionIdContext: 'blockgate-nbd',
       ...(files.cert !== undefined ? { cert: readConfigFile(files.cert, 'cert'), key: readConfigFile(files.key!, 'key') } : {}),
       ...(files.ca !== undefined ? { ca: readConfigFile(files.ca, 'ca') } : {}),
       // PSK suites are off by default in OpenSSL's list; add them when PSK is
