@@ -9,6 +9,7 @@ import { packageVersion } from '../util/version.js';
 import { registerControlCommands } from './control-commands.js';
 import { registerSnapshotCommands } from './snapshot-commands.js';
 import { registerStatusCommand } from './status-command.js';
+import { registerVolumeCommands } from './volume-commands.js';
 
 
 export function buildProgram(): Command {
@@ -58,6 +59,7 @@ export function buildProgram(): Command {
   registerStatusCommand(program);
   registerSnapshotCommands(program);
   registerControlCommands(program);
+  registerVolumeCommands(program);
   return program;
 }
 
