@@ -1,5 +1,6 @@
-// Image transfer: upload a file/block device as a snapshot, download (restore)
-// a snapshot to a file/block device. Reused by the volume engines.
+// Image transfer: upload a file/block device (uploadImage) or any readable
+// (uploadReadable) as a snapshot, download (restore) a snapshot to a file or
+// block device (downloadSnapshot). Reused by the volume engines.
 // Upload states: reading → (blocks in flight, bounded) → completing → done |
 // aborted (session markers removed; written objects left for GC).
 // Invariants:
@@ -93,71 +94,123 @@ export async function uploadImage(snaps: SnapshotStore, path: string, options: U
     const st = await fh.stat();
     if (!st.isFile() && !st.isBlockDevice()) throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `${path} is not a regular file or block device`);
     const size = await deviceSize(path, st, fh);
-    const session = await snaps.start({
-      size,
-      ...(options.volume !== undefined ? { volume: options.volume } : {}),
-      ...(options.parent !== undefined ? { parent: options.parent } : {}),
-      ...(options.blockSize !== undefined ? { blockSize: options.blockSize } : {}),
-      ...(options.description !== undefined ? { description: options.description } : {}),
-    });
-    const bs = session.blockSize;
-    const n = session.blockCount;
-    const concurrency = options.concurrency ?? snaps.options.concurrency;
-    const pool = new WorkPool(concurrency, concurrency);
-    const agg = createHash('sha256');
-    let changed = 0, zeros = 0, unchanged = 0, transferred = 0;
-    const progress = (i: number): void => options.onProgress?.({ doneBytes: Math.min(size, i * bs), totalBytes: size, transferredBytes: transferred, changedBlocks: changed });
     let chunk = Buffer.alloc(0);
     let chunkStart = 0;
     let chunkEnd = 0;
-    try {
-      for (let i = 0; i < n; i++) {
-        if (options.signal?.aborted) throw new BlockgateError(ErrorCodes.SHUTTING_DOWN, 'upload aborted');
-        if (pool.hasFailed) break;
-        const len = Math.min(bs, size - i * bs);
-        if (i >= chunkEnd) {
-          // Read ahead up to READ_CHUNK bytes in one call (fewer thread-pool hops); blocks are views into it.
-          chunkStart = i;
-          const bytes = Math.min(Math.max(bs, READ_CHUNK), size - i * bs);
-          chunk = Buffer.allocUnsafe(bytes);
-          const got = await readFully(fh, chunk, i * bs);
-          if (got !== bytes) throw new BlockgateError(ErrorCodes.IO, `${path}: short read at block ${i} (image changed size while reading?)`);
-          chunkEnd = i + Math.ceil(bytes / bs);
-        }
-        const buf = chunk.subarray((i - chunkStart) * bs, (i - chunkStart) * bs + len);
-        const zero = isZero(buf);
-        const parentHash = session.parent ? await session.parentBlockHash(i) : null;
-        if (zero) {
-          zeros++;
-          if (parentHash === null) { progress(i + 1); continue; }
-        } else if (parentHash !== null) {
-          const full = len === bs ? buf : Buffer.concat([buf, Buffer.alloc(bs - len)]);
-          if (blockHashFromDigest(session.family.key, sha256(full)) === parentHash) { unchanged++; progress(i + 1); continue; }
-        }
-        const digest = sha256(buf);
-        agg.update(digest);
-        changed++;
-        const index = i;
-        await pool.push(async () => {
-          await session.putBlockWithDigest(index, buf, digest);
-          if (!zero) transferred += len;
-        });
-        progress(i + 1);
+    return await uploadBlocks(snaps, size, options, async (i, bs, len) => {
+      if (i >= chunkEnd) {
+        // Read ahead up to READ_CHUNK bytes in one call (fewer thread-pool hops); blocks are views into it.
+        chunkStart = i;
+        const bytes = Math.min(Math.max(bs, READ_CHUNK), size - i * bs);
+        chunk = Buffer.allocUnsafe(bytes);
+        const got = await readFully(fh, chunk, i * bs);
+        if (got !== bytes) throw new BlockgateError(ErrorCodes.IO, `${path}: short read at block ${i} (image changed size while reading?)`);
+        chunkEnd = i + Math.ceil(bytes / bs);
       }
-      await pool.drain();
-      const root = await session.complete(changed, agg.digest('base64'));
-      progress(n);
-      return {
-        root, changedBlocks: changed, zeroBlocks: zeros, unchangedBlocks: unchanged,
-        uploadedBytes: session.counters.uploadedBytes, storedBytes: session.counters.storedBytes, elapsedMs: Date.now() - t0,
-      };
-    } catch (err) {
-      await pool.drain().catch(() => {});
-      await session.abort().catch(() => {});
-      throw err;
-    }
+      return chunk.subarray((i - chunkStart) * bs, (i - chunkStart) * bs + len);
+    }, t0);
   } finally {
     await fh.close();
+  }
+}
+
+/**
+ * Uploads `size` bytes from a readable (stream, async iterable of Buffers)
+ * as a new snapshot. The stream must yield exactly `size` bytes.
+ */
+export async function uploadReadable(snaps: SnapshotStore, source: AsyncIterable<Buffer | Uint8Array>, size: number, options: UploadImageOptions = {}): Promise<UploadResult> {
+  const t0 = Date.now();
+  const it = source[Symbol.asyncIterator]();
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  let ended = false;
+  try {
+    return await uploadBlocks(snaps, size, options, async (i, _bs, len) => {
+      while (pendingBytes < len && !ended) {
+        const r = await it.next();
+        if (r.done) { ended = true; break; }
+        const b = Buffer.isBuffer(r.value) ? r.value : Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
+        pending.push(b);
+        pendingBytes += b.length;
+      }
+      if (pendingBytes < len) throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `source ended at block ${i}: fewer than the ${size} bytes announced`);
+      const all = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+      const block = Buffer.from(all.subarray(0, len)); // own copy: the stream may reuse its buffers
+      const rest = all.subarray(len);
+      pending = rest.length ? [rest] : [];
+      pendingBytes = rest.length;
+      if (i * _bs + len === size) {
+        // Last block: the source must be exhausted (refuse before the snapshot is completed).
+        let extra = pendingBytes;
+        while (extra === 0 && !ended) {
+          const r = await it.next();
+          if (r.done) ended = true; else extra += r.value.length;
+        }
+        if (extra > 0) throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `source has more than the ${size} bytes announced`);
+      }
+      return block;
+    }, t0);
+  } finally {
+    await it.return?.();
+  }
+}
+
+/** The upload loop shared by uploadImage and uploadReadable: `read(i)` returns block i (short at the end). */
+async function uploadBlocks(
+  snaps: SnapshotStore, size: number, options: UploadImageOptions,
+  read: (index: number, blockSize: number, length: number) => Promise<Buffer>, t0: number,
+): Promise<UploadResult> {
+  const session = await snaps.start({
+    size,
+    ...(options.volume !== undefined ? { volume: options.volume } : {}),
+    ...(options.parent !== undefined ? { parent: options.parent } : {}),
+    ...(options.blockSize !== undefined ? { blockSize: options.blockSize } : {}),
+    ...(options.description !== undefined ? { description: options.description } : {}),
+  });
+  const bs = session.blockSize;
+  const n = session.blockCount;
+  const concurrency = options.concurrency ?? snaps.options.concurrency;
+  const pool = new WorkPool(concurrency, concurrency);
+  const agg = createHash('sha256');
+  let changed = 0, zeros = 0, unchanged = 0, transferred = 0;
+  const progress = (i: number): void => options.onProgress?.({ doneBytes: Math.min(size, i * bs), totalBytes: size, transferredBytes: transferred, changedBlocks: changed });
+  try {
+    for (let i = 0; i < n; i++) {
+      if (options.signal?.aborted) throw new BlockgateError(ErrorCodes.SHUTTING_DOWN, 'upload aborted');
+      if (pool.hasFailed) break;
+      const len = Math.min(bs, size - i * bs);
+      const buf = await read(i, bs, len);
+      const zero = isZero(buf);
+      const parentHash = session.parent ? await session.parentBlockHash(i) : null;
+      const digest = zero && parentHash === null ? undefined : sha256(buf);
+      if (zero) {
+        zeros++;
+        if (parentHash === null) { progress(i + 1); continue; }
+      } else if (parentHash !== null && session.hashOf(buf, digest) === parentHash) {
+        unchanged++;
+        progress(i + 1);
+        continue;
+      }
+      agg.update(digest!);
+      changed++;
+      const index = i;
+      await pool.push(async () => {
+        await session.putBlockWithDigest(index, buf, digest!);
+        if (!zero) transferred += len;
+      });
+      progress(i + 1);
+    }
+    await pool.drain();
+    const root = await session.complete(changed, agg.digest('base64'));
+    progress(n);
+    return {
+      root, changedBlocks: changed, zeroBlocks: zeros, unchangedBlocks: unchanged,
+      uploadedBytes: session.counters.uploadedBytes, storedBytes: session.counters.storedBytes, elapsedMs: Date.now() - t0,
+    };
+  } catch (err) {
+    await pool.drain().catch(() => {});
+    await session.abort().catch(() => {});
+    throw err;
   }
 }
 

@@ -230,3 +230,37 @@ describe.each(storeFactories())('snapshots on $name store', (factory) => {
     await expectCode(snaps.getRoot('../etc/passwd'), ErrorCodes.SNAPSHOT_NOT_FOUND);
   });
 });
+
+describe('uploadReadable (fs store)', () => {
+  it('re-chunks any stream into the same blocks as uploadImage; refuses short and long streams', async () => {
+    const { FsObjectStore } = await import('../../src/object-store/fs.js');
+    const { createReadStream } = await import('node:fs');
+    const { uploadReadable } = await import('../../src/snapshots/index.js');
+    const dir = tempDir();
+    const store = await FsObjectStore.open(join(dir, 'store'), { durable: false });
+    const snaps = new SnapshotStore(store);
+    const img = join(dir, 'r.img');
+    const size = BS * 7 + 4321;
+    writeImage(img, size, BS, 'readable', (i) => i === 3);
+    const a = await uploadImage(snaps, img, { volume: 'rd', blockSize: BS });
+    const b = await uploadReadable(snaps, createReadStream(img, { highWaterMark: 10_007 }), size, { volume: 'rd' });
+    async function* odd(): AsyncGenerator<Uint8Array> {
+      const data = readFileSync(img);
+      for (let o = 0, k = 1; o < data.length; k++) { const n = (k * 7919) % 200_000 + 1; yield new Uint8Array(data.subarray(o, o + n)); o += n; }
+    }
+    const c = await uploadReadable(snaps, odd(), size, { volume: 'rd' });
+    for (const other of [b, c]) {
+      const diff = [];
+      for await (const d of snaps.listChangedBlocks(a.root.id, other.root.id)) diff.push(d);
+      expect(diff).toEqual([]);
+      expect(other.zeroBlocks).toBe(1);
+    }
+    const out = join(dir, 'r.out');
+    await downloadSnapshot(snaps, c.root.id, out);
+    expect(sha(out)).toBe(sha(img));
+    await expectCode(uploadReadable(snaps, createReadStream(img), size + 1, { volume: 'rd' }), ErrorCodes.INVALID_ARGUMENT, /fewer than/);
+    await expectCode(uploadReadable(snaps, createReadStream(img), size - 1, { volume: 'rd' }), ErrorCodes.INVALID_ARGUMENT, /more than/);
+    expect((await snaps.list('rd')).length).toBe(3);
+    await store.close();
+  });
+});
