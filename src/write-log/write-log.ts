@@ -543,7 +543,12 @@ export class WriteLog {
     const file = await this.io.open(path, 'create');
     const header = encodeSegmentHeader({ volumeTag: this.tag, segmentSeq, firstSeq, createdMs: Date.now() });
     try {
+      // The header is made durable before any record goes in, so on replay a
+      // bad header can only mean "created, never written" (then the file is
+      // at most a header long) or damage.
       await file.writev([header], 0);
+      this.counters.fdatasyncs++;
+      await file.datasync();
       await this.io.syncDir(this.dir);
     } catch (err) {
       await file.close().catch(() => undefined);
