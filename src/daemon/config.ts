@@ -13,6 +13,7 @@ import type { ListenSpec } from '../nbd/server.js';
 import { parseHostPort } from '../nbd/server.js';
 import type { TlsFiles } from '../nbd/tls.js';
 import { parseSize } from '../util/size.js';
+import { parseCachedVolume, type CachedVolumeConfig } from '../volumes/cached/config.js';
 
 export interface RawVolumeConfig {
   readonly name: string;
@@ -24,7 +25,42 @@ export interface RawVolumeConfig {
   readonly tls: TlsPolicy;
 }
 
-export type VolumeConfig = RawVolumeConfig;
+/** Mode `stored`: a local disk is primary; every write is journaled and shadowed into the object store. */
+export interface StoredVolumeConfig {
+  readonly name: string;
+  readonly mode: 'stored';
+  readonly size: number | undefined;
+  readonly disk: string;
+  readonly readOnly: false;
+  readonly description: string | undefined;
+  readonly tls: TlsPolicy;
+  readonly writeLog: { readonly dir: string; readonly size: number };
+  /** Snapshot block size (power of two, 64 KiB..4 MiB). */
+  readonly blockSize: number;
+  /** Scheduled snapshots. */
+  readonly snapshots: { readonly intervalMs: number; readonly keep: number | undefined } | undefined;
+  /** Re-create the volume from this snapshot (lazily, while serving) when it has no local state. */
+  readonly restoreFrom: string | undefined;
+  /** Cut an internal snapshot marker at most this often (upload cadence). */
+  readonly uploadIntervalMs: number;
+}
+
+export type { CachedVolumeConfig } from '../volumes/cached/config.js';
+
+export type VolumeConfig = RawVolumeConfig | StoredVolumeConfig | CachedVolumeConfig;
+
+/** The object store shared by every volume mode that needs one (top-level `store:`). */
+export interface StoreConfig {
+  /** file:///path, a path, or s3://bucket/prefix. */
+  readonly url: string;
+  readonly endpoint: string | undefined;
+  readonly region: string | undefined;
+  readonly accessKeyId: string | undefined;
+  readonly secretAccessKey: string | undefined;
+  readonly pathStyle: boolean | undefined;
+  /** Concurrent uploads (upload workers, shared by all volumes). */
+  readonly uploadWorkers: number;
+}
 
 export const DEFAULT_ADMIN_SOCKET = '/run/blockgate/admin.sock';
 
@@ -38,12 +74,17 @@ export interface DaemonConfig {
   readonly tls: TlsFiles | undefined;
   readonly nbd: { readonly handshakeTimeoutMs: number; readonly shutdownGraceMs: number };
   readonly volumes: readonly VolumeConfig[];
+  readonly store: StoreConfig | undefined;
+  /** Daemon state: gateway id (lease holder), run-time volume configs (default /var/lib/blockgate). */
+  readonly dataDir: string;
 }
 
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent'] as const;
 const LOG_FORMATS = ['json', 'text'] as const;
 const TLS_POLICIES = ['off', 'on', 'require'] as const;
-const VOLUME_MODES = ['raw'] as const;
+const VOLUME_MODES = ['raw', 'stored', 'cached'] as const;
+/** Keys every volume accepts; each mode adds its own (see parseVolume). */
+const COMMON_VOLUME_KEYS = ['name', 'mode', 'size', 'disk', 'description', 'tls'] as const;
 const EXPORT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
 function fail(key: string, message: string): never {
@@ -97,7 +138,7 @@ export function parseConfig(text: string, baseDir: string, source = 'config'): D
     throw new BlockgateError(ErrorCodes.CONFIG, `${source}: invalid YAML: ${doc.errors[0]!.message}`);
   }
   const root = obj(doc.toJS() ?? {}, '(top level)');
-  onlyKeys(root, '', ['log', 'admin', 'metrics', 'listen', 'tls', 'nbd', 'volumes']);
+  onlyKeys(root, '', ['log', 'admin', 'metrics', 'listen', 'tls', 'nbd', 'volumes', 'store', 'dataDir']);
   const path = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
 
   const logObj = obj(root.log ?? {}, 'log');
@@ -162,29 +203,91 @@ export function parseConfig(text: string, baseDir: string, source = 'config'): D
   const volumes = volumesRaw.map((entry, i): VolumeConfig => {
     const key = `volumes[${i}]`;
     const v = obj(entry, key);
-    onlyKeys(v, key, ['name', 'mode', 'size', 'disk', 'readOnly', 'description', 'tls']);
+    const mode = oneOf(v, 'mode', key, VOLUME_MODES, 'raw');
     const name = str(v, 'name', key) ?? fail(`${key}.name`, 'is required');
     if (!EXPORT_NAME.test(name)) fail(`${key}.name`, `'${name}' must be 1-128 characters of letters, digits, '.', '_' or '-'`);
     if (names.has(name)) fail(`${key}.name`, `duplicate volume name '${name}'`);
     names.add(name);
-    const mode = oneOf(v, 'mode', key, VOLUME_MODES, 'raw');
     let size: number | undefined;
     if (v.size !== undefined) {
       size = parseSize(v.size as string | number);
       if (size === undefined || size <= 0) fail(`${key}.size`, `'${String(v.size)}' is not a size (e.g. 10GiB, 512MiB, 1073741824)`);
     }
+    if (mode === 'cached') {
+      // The store is primary: no local disk (cache: and writeLog: instead).
+      if (root.store === undefined || root.store === null) fail(key, "mode 'cached' needs a top-level store section (store: {url: ...})");
+      const cachedTls = oneOf(v, 'tls', key, TLS_POLICIES, tls ? 'on' : 'off');
+      if (cachedTls !== 'off' && !tls) fail(`${key}.tls`, `'${cachedTls}' needs a top-level tls section (cert/key or psk)`);
+      return { name, mode, readOnly: false, description: str(v, 'description', key), tls: cachedTls, ...parseCachedVolume(v, key, path) };
+    }
     const disk = str(v, 'disk', key) ?? fail(`${key}.disk`, 'is required (a file or block device path)');
     const tlsPolicy = oneOf(v, 'tls', key, TLS_POLICIES, tls ? 'on' : 'off');
     if (tlsPolicy !== 'off' && !tls) fail(`${key}.tls`, `'${tlsPolicy}' needs a top-level tls section (cert/key or psk)`);
-    return {
-      name, mode, size, disk: path(disk),
-      readOnly: bool(v, 'readOnly', key, false),
-      description: str(v, 'description', key),
-      tls: tlsPolicy,
-    };
+    const common = { name, size, disk: path(disk), description: str(v, 'description', key), tls: tlsPolicy };
+    // One case per volume mode: each validates its own keys.
+    switch (mode) {
+      case 'raw':
+        onlyKeys(v, key, [...COMMON_VOLUME_KEYS, 'readOnly']);
+        return { ...common, mode, readOnly: bool(v, 'readOnly', key, false) };
+      case 'stored':
+        onlyKeys(v, key, [...COMMON_VOLUME_KEYS, 'writeLog', 'blockSize', 'snapshots', 'restoreFrom', 'uploadInterval']);
+        if (root.store === undefined || root.store === null) fail(key, "mode 'stored' needs a top-level store section (store: {url: ...})");
+        return { ...common, mode, readOnly: false, ...parseStoredVolume(v, key, path) };
+    }
   });
   if (volumes.length === 0) fail('volumes', 'at least one volume is required');
-  return { log, admin, metrics, listen, tls, nbd, volumes };
+  const store = root.store === undefined || root.store === null ? undefined : parseStore(obj(root.store, 'store'), path);
+  const dataDir = path(str(root, 'dataDir', '') ?? '/var/lib/blockgate');
+  return { log, admin, metrics, listen, tls, nbd, volumes, store, dataDir };
+}
+
+function parseStore(s: Obj, path: (p: string) => string): StoreConfig {
+  onlyKeys(s, 'store', ['url', 'endpoint', 'region', 'accessKeyId', 'secretAccessKey', 'pathStyle', 'uploadWorkers']);
+  let url = str(s, 'url', 'store') ?? fail('store.url', 'is required (file:///path, a path, or s3://bucket/prefix)');
+  const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(url)?.[1]?.toLowerCase();
+  if (scheme === undefined) url = path(url);
+  else if (scheme !== 'file' && scheme !== 's3') fail('store.url', `unsupported scheme '${scheme}:' (use file:///path, a path, or s3://bucket/prefix)`);
+  if ((s.accessKeyId === undefined) !== (s.secretAccessKey === undefined)) fail('store', 'accessKeyId and secretAccessKey must be given together (or neither: AWS_* environment variables)');
+  const workers = s.uploadWorkers ?? 8;
+  if (typeof workers !== 'number' || !Number.isInteger(workers) || workers < 1 || workers > 256) fail('store.uploadWorkers', 'must be an integer in 1..256');
+  return {
+    url,
+    endpoint: str(s, 'endpoint', 'store'),
+    region: str(s, 'region', 'store'),
+    accessKeyId: str(s, 'accessKeyId', 'store'),
+    secretAccessKey: str(s, 'secretAccessKey', 'store'),
+    pathStyle: s.pathStyle === undefined ? undefined : bool(s, 'pathStyle', 'store', false),
+    uploadWorkers: workers,
+  };
+}
+
+function parseStoredVolume(v: Obj, key: string, path: (p: string) => string): Omit<StoredVolumeConfig, 'name' | 'mode' | 'size' | 'disk' | 'readOnly' | 'description' | 'tls'> {
+  const wl = obj(v.writeLog ?? fail(`${key}.writeLog`, 'is required ({dir, size})'), `${key}.writeLog`);
+  onlyKeys(wl, `${key}.writeLog`, ['dir', 'size']);
+  const dir = str(wl, 'dir', `${key}.writeLog`) ?? fail(`${key}.writeLog.dir`, 'is required');
+  const logSize = parseSize((wl.size ?? fail(`${key}.writeLog.size`, 'is required (e.g. 8GiB)')) as string | number);
+  if (logSize === undefined || logSize < 1024 * 1024) fail(`${key}.writeLog.size`, `'${String(wl.size)}' is not a size of at least 1MiB`);
+  let blockSize = 512 * 1024;
+  if (v.blockSize !== undefined) {
+    const bs = parseSize(v.blockSize as string | number);
+    if (bs === undefined || bs < 64 * 1024 || bs > 4 * 1024 * 1024 || (bs & (bs - 1)) !== 0) fail(`${key}.blockSize`, `'${String(v.blockSize)}' must be a power of two between 64KiB and 4MiB`);
+    blockSize = bs;
+  }
+  let snapshots: StoredVolumeConfig['snapshots'];
+  if (v.snapshots !== undefined && v.snapshots !== null) {
+    const sn = obj(v.snapshots, `${key}.snapshots`);
+    onlyKeys(sn, `${key}.snapshots`, ['interval', 'keep']);
+    if (sn.interval === undefined) fail(`${key}.snapshots.interval`, 'is required (e.g. 1h)');
+    const intervalMs = duration(sn, 'interval', `${key}.snapshots`, 0);
+    if (intervalMs < 1000) fail(`${key}.snapshots.interval`, 'must be at least 1s');
+    const keep = sn.keep;
+    if (keep !== undefined && (typeof keep !== 'number' || !Number.isInteger(keep) || keep < 1)) fail(`${key}.snapshots.keep`, 'must be a positive integer');
+    snapshots = { intervalMs, keep: keep as number | undefined };
+  }
+  const restoreFrom = str(v, 'restoreFrom', key);
+  if (restoreFrom !== undefined && !/^v?snap-[0-9a-f]+$/.test(restoreFrom)) fail(`${key}.restoreFrom`, `'${restoreFrom}' is not a snapshot id (vsnap-... or snap-...)`);
+  const uploadIntervalMs = duration(v, 'uploadInterval', key, 1000);
+  return { writeLog: { dir: path(dir), size: logSize }, blockSize, snapshots, restoreFrom, uploadIntervalMs };
 }
 
 export function loadConfig(file: string): DaemonConfig {

@@ -14,6 +14,8 @@ import { newExportCounters, type NbdExport } from '../nbd/export.js';
 import { NbdServer } from '../nbd/server.js';
 import { loadTlsConfig } from '../nbd/tls.js';
 import { RawVolume } from '../volumes/raw.js';
+import { StoredRuntime, openStore } from '../volumes/stored/runtime.js';
+import { CachedRuntime, persistedCachedVolumes } from '../volumes/cached/runtime.js';
 import { packageVersion } from '../util/version.js';
 import { AdminServer, type AdminRoute } from './admin-api.js';
 import type { DaemonConfig, VolumeConfig } from './config.js';
@@ -30,8 +32,20 @@ export interface RunningDaemon {
   stop(): Promise<void>;
 }
 
-async function openVolume(v: VolumeConfig, logger: Logger): Promise<BlockDevice> {
+/** Per-mode runtimes shared by the volumes of that mode (created on first use; all use the top-level store). */
+interface ModeRuntimes {
+  stored?: StoredRuntime;
+  /** Present whenever a store is configured (volumes can be created at run time). */
+  cached?: CachedRuntime;
+}
+
+async function openVolume(v: VolumeConfig, logger: Logger, config: DaemonConfig, runtimes: ModeRuntimes): Promise<BlockDevice> {
   switch (v.mode) {
+    case 'stored':
+      runtimes.stored ??= await StoredRuntime.create(config.store!, logger.child({ mode: 'stored' }));
+      return runtimes.stored.openVolume(v, logger);
+    case 'cached':
+      return runtimes.cached!.openVolume(v, logger);
     case 'raw':
       // A new disk file may live in a directory that does not exist yet (e.g. the demo's var/).
       if (!existsSync(v.disk) && v.size !== undefined) mkdirSync(dirname(v.disk), { recursive: true });
@@ -42,17 +56,31 @@ async function openVolume(v: VolumeConfig, logger: Logger): Promise<BlockDevice>
 export async function startDaemon(config: DaemonConfig, logger: Logger): Promise<RunningDaemon> {
   const tls = config.tls ? loadTlsConfig(config.tls) : undefined;
   const exports: NbdExport[] = [];
+  const runtimes: ModeRuntimes = {};
   const closeAll = async (): Promise<void> => {
+    await runtimes.stored?.stopBackground();
+    await runtimes.cached?.stopBackground();
     for (const e of exports) await e.device.close().catch((err) => logger.error('close failed', { volume: e.name, err: errorMessage(err) }));
   };
+  // Volumes created at run time (admin API) were persisted under dataDir; they open after the configured ones.
+  const volumes: VolumeConfig[] = [...config.volumes];
   try {
-    for (const v of config.volumes) {
-      const device = new CheckedDevice(await openVolume(v, logger.child({ volume: v.name })), v.name);
+    if (config.store) {
+      runtimes.cached = CachedRuntime.create(await openStore(config.store, logger), logger.child({ mode: 'cached' }), { dataDir: config.dataDir, uploadWorkers: config.store.uploadWorkers });
+      for (const v of persistedCachedVolumes(config.dataDir)) {
+        if (volumes.some((x) => x.name === v.name)) logger.warn('run-time volume is also in the configuration; using the configuration', { volume: v.name });
+        else volumes.push(v);
+      }
+    }
+    for (const v of volumes) {
+      const device = new CheckedDevice(await openVolume(v, logger.child({ volume: v.name }), config, runtimes), v.name);
       exports.push({ name: v.name, description: v.description, device, tls: v.tls, counters: newExportCounters() });
-      logger.info('volume opened', { volume: v.name, mode: v.mode, size: device.size, disk: v.disk, readOnly: device.caps.readOnly });
+      logger.info('volume opened', { volume: v.name, mode: v.mode, size: device.size, disk: 'disk' in v ? v.disk : undefined, readOnly: device.caps.readOnly });
     }
   } catch (err) {
     await closeAll();
+    await runtimes.stored?.close();
+    await runtimes.cached?.close();
     throw err;
   }
   const server = new NbdServer({ exports, logger, handshakeTimeoutMs: config.nbd.handshakeTimeoutMs, ...(tls ? { tls } : {}) });
@@ -64,14 +92,32 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     await closeAll();
     throw err;
   }
+  const modes = new Map<string, string>(volumes.map((v) => [v.name, v.mode]));
   const statusSource: StatusSource = {
     version: packageVersion(), startedAt: new Date(), addresses, server, exports,
-    modes: new Map(config.volumes.map((v) => [v.name, v.mode])),
+    modes,
+    details: (name) => (runtimes.stored?.details(name) ?? runtimes.cached?.details(name)) as Record<string, unknown> | undefined,
   };
+  runtimes.cached?.setExportHooks((cfg, vol) => {
+    const exp: NbdExport = { name: cfg.name, description: cfg.description, device: new CheckedDevice(vol, cfg.name), tls: cfg.tls, counters: newExportCounters() };
+    server.addExport(exp);
+    exports.push(exp);
+    modes.set(cfg.name, cfg.mode);
+  }, (name) => server.hasExport(name));
   const registry = new MetricsRegistry();
   registry.register(() => statusMetrics(statusSource));
+  if (runtimes.stored) {
+    const stored = runtimes.stored;
+    registry.register(() => stored.metrics());
+  }
+  if (runtimes.cached) {
+    const cached = runtimes.cached;
+    registry.register(() => cached.metrics());
+  }
   const routes: AdminRoute[] = [
     { method: 'GET', path: '/v1/status', handler: () => collectStatus(statusSource) },
+    ...(runtimes.stored?.routes() ?? []),
+    ...(runtimes.cached?.routes() ?? []),
   ];
   let admin: AdminServer | undefined;
   let metrics: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
@@ -82,8 +128,12 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     await admin?.close();
     await server.close(0);
     await closeAll();
+    await runtimes.stored?.close();
+    await runtimes.cached?.close();
     throw err;
   }
+  await runtimes.stored?.start();
+  await runtimes.cached?.start();
   let stopping: Promise<void> | undefined;
   return {
     server, exports, addresses,
@@ -95,6 +145,8 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       await metrics?.close();
       await admin?.close();
       await closeAll();
+      await runtimes.stored?.close();
+      await runtimes.cached?.close();
       logger.info('stopped');
     })()),
   };

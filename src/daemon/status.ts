@@ -14,6 +14,8 @@ export interface VolumeStatus {
   readonly bytesRead: number;
   readonly bytesWritten: number;
   readonly errors: number;
+  /** Mode-specific state (stored: log use, upload lag/throughput, last snapshot, restore progress). */
+  readonly details?: Record<string, unknown>;
 }
 
 export interface DaemonStatus {
@@ -33,6 +35,8 @@ export interface StatusSource {
   readonly server: NbdServer;
   readonly exports: readonly NbdExport[];
   readonly modes: ReadonlyMap<string, string>;
+  /** Mode-specific details of a volume, when its mode has any. */
+  readonly details?: (name: string) => Record<string, unknown> | undefined;
 }
 
 export function collectStatus(src: StatusSource): DaemonStatus {
@@ -54,6 +58,7 @@ export function collectStatus(src: StatusSource): DaemonStatus {
       bytesRead: e.counters.bytesRead,
       bytesWritten: e.counters.bytesWritten,
       errors: e.counters.errors,
+      ...(src.details?.(e.name) ? { details: src.details(e.name)! } : {}),
     })),
     connections,
   };
