@@ -9,6 +9,8 @@ import { packageVersion } from '../util/version.js';
 import { registerControlCommands } from './control-commands.js';
 import { registerSnapshotCommands } from './snapshot-commands.js';
 import { registerStatusCommand } from './status-command.js';
+import { registerVolumeSnapshotCommands } from './volume-snapshot-commands.js';
+import { registerRestoreCommand } from './restore-command.js';
 import { registerVolumeCommands } from './volume-commands.js';
 
 
@@ -58,6 +60,8 @@ export function buildProgram(): Command {
 
   registerStatusCommand(program);
   registerSnapshotCommands(program);
+  registerVolumeSnapshotCommands(program);
+  registerRestoreCommand(program);
   registerControlCommands(program);
   registerVolumeCommands(program);
   return program;
