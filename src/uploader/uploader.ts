@@ -18,13 +18,32 @@ import { createHash } from 'node:crypto';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { aggregateOf, type SnapshotRoot } from '../snapshots/index.js';
-import type { StoredVolume } from '../volumes/stored/stored-volume.js';
+import type { WriteLog } from '../write-log/write-log.js';
+import type { SnapshotStore } from '../snapshots/index.js';
 import type { UploadPool } from './pool.js';
 
 export interface MarkerPayload {
   kind?: 'auto' | 'user';
   group?: string;
   [k: string]: unknown;
+}
+
+/**
+ * What the uploader needs from a volume: StoredVolume implements it, and a
+ * cached volume's UploadView (src/volumes/cached) does too. `name` is the
+ * snapshot family the roots are written under.
+ */
+export interface UploadableVolume {
+  readonly name: string;
+  readonly size: number;
+  readonly blockSize: number;
+  readonly snaps: SnapshotStore;
+  readonly log: WriteLog;
+  readonly root: { readonly id: string; readonly markerSeq: number; readonly createdAt: string } | null;
+  onActivity(listener: () => void): void;
+  appendMarker(payload: Record<string, unknown>): Promise<number>;
+  blockAsOf(index: number, markerSeq: number, parent: SnapshotRoot | null, covered: boolean): Promise<Buffer>;
+  commitRoot(ref: { id: string; markerSeq: number; createdAt: string }): Promise<void>;
 }
 
 export interface UploaderHooks {
@@ -72,7 +91,7 @@ export class VolumeUploader {
   private abortSession: (() => Promise<void>) | undefined;
   private readonly idleWaiters: Array<() => void> = [];
 
-  constructor(readonly volume: StoredVolume, private readonly pool: UploadPool, private readonly o: UploaderOptions) {
+  constructor(readonly volume: UploadableVolume, private readonly pool: UploadPool, private readonly o: UploaderOptions) {
     volume.onActivity(() => this.kick());
   }
 

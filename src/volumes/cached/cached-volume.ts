@@ -30,6 +30,7 @@ import type { ObjectStore } from '../../object-store/object-store.js';
 import { SnapshotStore, type Family, type SnapshotRoot } from '../../snapshots/index.js';
 import { blockCount, blockHashFromDigest, sha256, validateBlockSize, DEFAULT_BLOCK_SIZE } from '../../snapshots/format.js';
 import { WriteLog } from '../../write-log/write-log.js';
+import type { UploadableVolume } from '../../uploader/uploader.js';
 import { join } from 'node:path';
 import { loadLocalState, recordKey, type CachedVolumeRecord, type LiveRootRef, type LocalState } from './record.js';
 
@@ -57,19 +58,8 @@ export interface CachedVolumeOptions {
   logger?: Logger;
 }
 
-/** What VolumeUploader needs from a volume (structurally the StoredVolume surface it uses). */
-export interface UploadView {
-  readonly name: string;
-  readonly size: number;
-  readonly blockSize: number;
-  readonly snaps: SnapshotStore;
-  readonly log: WriteLog;
-  readonly root: { id: string; markerSeq: number; createdAt: string } | null;
-  onActivity(listener: () => void): void;
-  appendMarker(payload: Record<string, unknown>): Promise<number>;
-  blockAsOf(index: number, markerSeq: number, parent: SnapshotRoot | null, covered: boolean): Promise<Buffer>;
-  commitRoot(ref: { id: string; markerSeq: number; createdAt: string }): Promise<void>;
-}
+/** What VolumeUploader needs from a volume (the stored mode's uploader, reused). */
+export type UploadView = UploadableVolume;
 
 export interface CachedVolumeDetails {
   family: string;

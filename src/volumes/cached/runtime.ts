@@ -19,7 +19,6 @@ import type { ObjectStore } from '../../object-store/object-store.js';
 import { SnapshotStore, type SnapshotRoot } from '../../snapshots/index.js';
 import { UploadPool } from '../../uploader/pool.js';
 import { VolumeUploader, type MarkerPayload, type UploaderHooks, type UploaderStatus } from '../../uploader/uploader.js';
-import type { StoredVolume } from '../stored/stored-volume.js';
 import { readGroup } from '../stored/coordinator.js';
 import { CachedVolume, type CachedVolumeDetails } from './cached-volume.js';
 import { cachedVolumeFromJson, cachedVolumeToJson, type CachedVolumeConfig } from './config.js';
@@ -131,8 +130,7 @@ export class CachedRuntime {
       ...(this.o.leaseRenewMs !== undefined ? { leaseRenewMs: this.o.leaseRenewMs } : {}),
     });
     const hooks = new CachedHooks(v.name);
-    // VolumeUploader is typed for StoredVolume; it uses only the UploadView surface (see cached-volume.ts).
-    const up = new VolumeUploader(vol.view as unknown as StoredVolume, this.pool, {
+    const up = new VolumeUploader(vol.view, this.pool, {
       logger: logger.child({ component: 'uploader' }), hooks, minIntervalMs: v.uploadIntervalMs,
     });
     vol.lease.onFenced(() => { void up.stop(); });
