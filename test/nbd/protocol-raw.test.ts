@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startDaemon, tempDir, type DaemonHandle } from '../harness/daemon.js';
 import { expectDaemonAlive, prng, sleep } from '../harness/nbd-tools.js';
-import { CMD, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT, OPT, REP, REQUEST_MAGIC, RawClient } from './raw-client.js';
+import { CMD, FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, IHAVEOPT, OPT, REP, RawClient } from './raw-client.js';
 
 const MiB = 1024 * 1024;
 const EINVAL = 22;

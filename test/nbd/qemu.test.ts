@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startDaemon, tempDir, type DaemonHandle } from '../harness/daemon.js';
-import { allocatedBytes, expectDaemonAlive, randomFile, requireTools, run, runOk, sha256File } from '../harness/nbd-tools.js';
+import { allocatedBytes, expectDaemonAlive, randomFile, requireTools, run, runOk, sha256File, type RunResult } from '../harness/nbd-tools.js';
 
 const MiB = 1024 * 1024;
 
@@ -35,7 +35,7 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-function qemuIo(uri: string, ...cmds: string[]): Promise<import('../harness/nbd-tools.js').RunResult> {
+function qemuIo(uri: string, ...cmds: string[]): Promise<RunResult> {
   return run('qemu-io', ['-f', 'raw', uri, ...cmds.flatMap((c) => ['-c', c])]);
 }
 
