@@ -79,7 +79,7 @@ describe('ExtentMap', () => {
 
 describe('DirtyIndex epochs', () => {
   it('as-of-marker views keep pre-images; release drops what the base holds', async () => {
-    for (const seed of seeds(12, 8)) {
+    for (const seed of seeds(12, 5)) {
       await withSeed(seed, async () => {
         const rng = rng32(seed);
         const size = BUCKET_BYTES + 5000;

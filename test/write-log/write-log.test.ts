@@ -44,9 +44,14 @@ function expectCode(err: unknown, code: string): void {
   expect((err as { code: string }).code).toBe(code);
 }
 
-/** LogIo over the real file system that counts fdatasyncs (and can delay them). */
-function countingIo(delayMs = 0): { io: LogIo; fdatasyncs: () => number } {
+/**
+ * LogIo over the real file system that counts fdatasyncs; each can be
+ * delayed, or held until the test opens the gate.
+ */
+function countingIo(delayMs = 0): { io: LogIo; fdatasyncs: () => number; hold: () => void; open: () => void } {
   let n = 0;
+  let gate: Promise<void> | undefined;
+  let openGate: (() => void) | undefined;
   const io: LogIo = {
     ...nodeLogIo,
     async open(path, mode) {
@@ -55,12 +60,18 @@ function countingIo(delayMs = 0): { io: LogIo; fdatasyncs: () => number } {
         async datasync() {
           n++;
           if (delayMs) await new Promise((r) => setTimeout(r, delayMs));
+          if (gate) await gate;
           return f.datasync();
         },
       });
     },
   };
-  return { io, fdatasyncs: () => n };
+  return {
+    io,
+    fdatasyncs: () => n,
+    hold: () => { gate = new Promise((r) => (openGate = r)); },
+    open: () => { gate = undefined; openGate?.(); },
+  };
 }
 
 describe('replay after clean close', () => {
@@ -134,14 +145,17 @@ describe('group commit', () => {
 
   it('a sync arriving while one runs waits for the next round, which covers every joiner', async () => {
     const dir = tmp();
-    const { io, fdatasyncs } = countingIo(30);
+    const gate = countingIo();
+    const { io, fdatasyncs } = gate;
     const wl = await openLog(dir, { io });
+    const s1 = await wl.append(0, Buffer.alloc(4096, 1)); // creates the segment (its header is synced)
     const base = fdatasyncs();
-    const s1 = await wl.append(0, Buffer.alloc(4096, 1));
+    gate.hold();
     const first = wl.sync();
-    await new Promise((r) => setTimeout(r, 5)); // first round's fdatasync is running
+    while (fdatasyncs() === base) await new Promise((r) => setImmediate(r)); // first round's fdatasync is running (held)
     const later = await Promise.all([wl.append(4096, Buffer.alloc(4096, 2)), wl.append(8192, Buffer.alloc(4096, 3))]);
     const joiners = Promise.all([wl.sync(), wl.sync(), wl.sync()]);
+    gate.open();
     expect(await first).toBeGreaterThanOrEqual(s1);
     expect(await first).toBeLessThan(later[0]!); // it could not cover writes that came after it started
     const results = await joiners;
