@@ -191,3 +191,21 @@ describe('stored volume: outages and backpressure', () => {
     expect(rt.details('v1')!.log.backpressureWaits).toBeGreaterThan(0);
   });
 });
+
+describe('stored volume: scheduled snapshots', () => {
+  it('takes a snapshot every interval and keeps the newest N', async () => {
+    const { rt } = await setup({ over: { snapshots: { intervalMs: 1000, keep: 2 } } });
+    const v = rt.volumes.get('v1')!;
+    let i = 0;
+    const writer = setInterval(() => void v.write(pattern(i++, 4096), (i % 100) * 65536, { fua: false }).catch(() => undefined), 100);
+    try {
+      await until(async () => (await rt.coordinator.list('v1')).filter((s) => s.origin === 'schedule' && s.state === 'complete').length >= 2 && i > 40, 120_000, 'scheduled snapshots');
+      await until(async () => (await listGroups(rt.store)).length === 2 && i > 60, 120_000, 'retention at keep=2');
+    } finally {
+      clearInterval(writer);
+    }
+    const visible = await listGroups(rt.store);
+    expect(visible.length).toBe(2);
+    expect(visible.every((g) => g.origin === 'schedule')).toBe(true);
+  });
+});
