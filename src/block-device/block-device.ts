@@ -6,8 +6,11 @@
 //   - writes are never issued to a read-only device;
 //   - a method whose capability is 'none' is never called.
 // Ownership: a Buffer passed to write() belongs to the device from then on
-// (the caller never reuses it); read() fills exactly `target.length` bytes of
-// the caller's buffer and keeps no reference to it after resolving.
+// (the caller never reuses it) unless the device declares
+// `keepsWriteBuffers: false`, promising it holds no reference to `data` once
+// write() settles (the NBD layer then recycles the buffer); read() fills
+// exactly `target.length` bytes of the caller's buffer and keeps no reference
+// to it after resolving.
 
 /** How a device supports an optional operation (as nbdkit's NBDKIT_*_NONE/EMULATE/NATIVE). */
 export type Support = 'none' | 'emulate' | 'native';
@@ -37,6 +40,11 @@ export interface BlockDeviceCapabilities {
   /** Every connection sees every other connection's flushed writes (NBD_FLAG_CAN_MULTI_CONN). */
   readonly multiConn: boolean;
   readonly rotational: boolean;
+  /**
+   * false: write() never keeps a reference to its `data` after it settles, so
+   * the caller may reuse the buffer. Absent or true: the caller never does.
+   */
+  readonly keepsWriteBuffers?: boolean;
 }
 
 export interface WriteFlags { readonly fua: boolean }

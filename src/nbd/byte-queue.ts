@@ -30,7 +30,18 @@ export class ByteQueue {
       this.advance(n);
       return view;
     }
-    const out = Buffer.allocUnsafe(n);
+    return this.consumeWith(n, Buffer.allocUnsafe);
+  }
+
+  /**
+   * Removes the first n bytes (n <= length): a view when they lie in one
+   * chunk, else a copy into a buffer from `allocate` (default: a new one).
+   */
+  consumeWith(n: number, allocate: (n: number) => Buffer): Buffer {
+    if (n > this.total) throw new RangeError(`consume(${n}) with ${this.total} buffered`);
+    const first = this.chunks[0];
+    if (n === 0 || (first && n <= first.length - this.head)) return this.consume(n);
+    const out = allocate(n);
     let filled = 0;
     while (filled < n) {
       const c = this.chunks[0]!;

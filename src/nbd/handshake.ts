@@ -68,15 +68,19 @@ export class Negotiation {
 
   private attach(socket: Socket): void {
     socket.on('data', this.onData);
+    socket.once('end', this.onEnd);
     socket.once('close', this.onClose);
   }
 
   private detach(socket: Socket): void {
     socket.off('data', this.onData);
+    socket.off('end', this.onEnd);
     socket.off('close', this.onClose);
   }
 
   private readonly onClose = (): void => this.finish(null);
+  /** The client half-closed mid-negotiation (listeners allow half-open sockets): nothing more can come. */
+  private readonly onEnd = (): void => { this.socket.destroy(); };
 
   private readonly onData = (chunk: Buffer): void => {
     this.parser.push(chunk);

@@ -99,6 +99,13 @@ export interface Request {
 
 export class RequestParser {
   private readonly queue = new ByteQueue();
+
+  /**
+   * `allocate` provides the buffer for a WRITE payload that spans received
+   * chunks (one within a single chunk is returned as a view, without a copy).
+   */
+  constructor(private readonly allocate: (n: number) => Buffer = Buffer.allocUnsafe) {}
+
   private state: 'header' | 'payload' | 'skip' = 'header';
   private pending: Omit<Request, 'data' | 'oversized'> | undefined;
   private remaining = 0;
@@ -140,7 +147,7 @@ export class RequestParser {
         }
         case 'payload': {
           if (this.queue.length < this.remaining) return null;
-          const data = this.queue.consume(this.remaining);
+          const data = this.queue.consumeWith(this.remaining, this.allocate);
           const req = this.pending!;
           this.pending = undefined;
           this.state = 'header';

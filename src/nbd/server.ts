@@ -179,7 +179,9 @@ export class NbdServer {
   async close(graceMs = 30_000): Promise<void> {
     if (this.shuttingDown) return;
     this.shuttingDown = true;
-    await Promise.all(this.servers.map((s) => new Promise<void>((res) => s.close(() => res()))));
+    // Stop accepting. Not awaited: a listener's close callback only fires once
+    // every connection it accepted has ended, which is what we are about to do.
+    for (const s of this.servers) s.close();
     for (const p of this.unixPaths) {
       try { unlinkSync(p); } catch { /* already gone */ }
     }

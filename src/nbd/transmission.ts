@@ -15,6 +15,7 @@ import * as C from './constants.js';
 import { toNbdErrno } from './errno.js';
 import { opName } from './export.js';
 import type { NegotiatedSession } from './handshake.js';
+import { BufferPool } from '../util/buffer-pool.js';
 import { RequestParser, type Request } from './parser.js';
 import * as S from './serializer.js';
 import type { StatusDescriptor } from './serializer.js';
@@ -36,6 +37,9 @@ const VALID_FLAGS: Record<number, number> = {
 
 const WRITING = new Set([C.CMD_WRITE, C.CMD_WRITE_ZEROES, C.CMD_TRIM]);
 
+/** READ replies and WRITE payloads of every connection (see util/buffer-pool.ts for why). */
+const ioBuffers = new BufferPool({ maxSize: C.MAX_PAYLOAD + S.STRUCTURED_READ_PREFIX, maxPooledBytes: 256 * 1024 * 1024 });
+
 export interface TransmissionStats {
   requests: number;
   bytesRead: number;
@@ -44,8 +48,10 @@ export interface TransmissionStats {
 }
 
 export class Transmission {
-  private readonly parser = new RequestParser();
+  private readonly parser = new RequestParser((n) => ioBuffers.acquire(n));
   private readonly socket: Socket;
+  /** The device promises not to keep WRITE payloads, so they go back to the pool. */
+  private readonly recycleWrites: boolean;
   private inflight = 0;
   private inflightBytes = 0;
   private draining = false;
@@ -57,6 +63,7 @@ export class Transmission {
 
   constructor(private readonly session: NegotiatedSession, private readonly logger: Logger) {
     this.socket = session.socket;
+    this.recycleWrites = session.export.device.caps.keepsWriteBuffers === false;
   }
 
   /** Starts serving; resolves once the connection is closed. */
@@ -134,9 +141,10 @@ export class Transmission {
     this.stats.requests++;
     this.session.export.counters.requests[opName(req.type)]++;
     this.execute(req).then(
-      (reply) => this.send(reply),
-      (err) => this.send(this.errorReply(req, err)),
+      (reply) => this.send(reply, reply.length > S.STRUCTURED_HEADER),
+      (err) => this.send(this.errorReply(req, err), false),
     ).finally(() => {
+      if (req.data && this.recycleWrites) ioBuffers.release(req.data);
       this.inflight--;
       this.inflightBytes -= bytes;
       if (this.draining) this.maybeFinish();
@@ -144,9 +152,14 @@ export class Transmission {
     });
   }
 
-  private send(buf: Buffer): void {
-    if (this.closed || this.socket.destroyed) return;
-    if (!this.socket.write(buf)) this.pausedForDrain = true;
+  /** Writes one reply; a pooled one goes back to the pool once the socket has flushed it. */
+  private send(buf: Buffer, pooled: boolean): void {
+    if (this.closed || this.socket.destroyed) {
+      if (pooled) ioBuffers.release(buf);
+      return;
+    }
+    const flushed = pooled ? (): void => ioBuffers.release(buf) : undefined;
+    if (!this.socket.write(buf, flushed)) this.pausedForDrain = true;
   }
 
   private errorReply(req: Request, err: unknown): Buffer {
@@ -181,8 +194,13 @@ export class Transmission {
           throw new BlockgateError(ErrorCodes.TOO_LARGE, `read of ${req.length} bytes exceeds the ${C.MAX_PAYLOAD}-byte maximum`);
         }
         const prefix = this.session.structuredReplies ? S.STRUCTURED_READ_PREFIX : S.SIMPLE_HEADER;
-        const buf = Buffer.allocUnsafe(prefix + req.length);
-        await device.read(buf.subarray(prefix), req.offset);
+        const buf = ioBuffers.acquire(prefix + req.length);
+        try {
+          await device.read(buf.subarray(prefix), req.offset);
+        } catch (err) {
+          ioBuffers.release(buf);
+          throw err;
+        }
         if (this.session.structuredReplies) S.writeStructuredReadPrefix(buf, req.cookieHi, req.cookieLo, req.offset, req.length);
         else S.writeSimpleHeader(buf, req.cookieHi, req.cookieLo, 0);
         this.stats.bytesRead += req.length;

@@ -214,6 +214,7 @@ export class RawVolume implements BlockDevice {
       extents: hasNative && !isBlockDevice && !this.unsupported.has('seek'),
       multiConn: true,
       rotational,
+      keepsWriteBuffers: false, // reads and writes use the caller's buffer only until they settle
     } satisfies BlockDeviceCapabilities);
   }
 
