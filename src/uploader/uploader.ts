@@ -82,6 +82,7 @@ export class VolumeUploader {
   private loopDone: Promise<void> | undefined;
   private wakeUp: (() => void) | undefined;
   private pending = false;
+  private idleSleep = false;
   private lastCut = 0;
   private readonly st: UploaderStatus = {
     state: 'idle', lastError: null, lastErrorAt: null, lastSnapshot: null, uploadedBytes: 0, uploadedBlocks: 0, snapshots: 0,
@@ -99,9 +100,10 @@ export class VolumeUploader {
     this.loopDone = this.loop();
   }
 
+  /** Activity on the volume: wakes the loop only when it sleeps with nothing to upload (cheap on the write path). */
   kick(): void {
     this.pending = true;
-    this.wakeUp?.();
+    if (this.idleSleep) this.wakeUp?.();
   }
 
   status(): UploaderStatus {
@@ -116,7 +118,8 @@ export class VolumeUploader {
   async drained(): Promise<void> {
     const log = this.volume.log;
     while (log.newestSeq > log.releasedSeq) {
-      this.kick();
+      this.pending = true;
+      this.wakeUp?.();
       await new Promise<void>((r) => this.idleWaiters.push(r));
     }
   }
@@ -154,7 +157,11 @@ export class VolumeUploader {
       if (didWork || this.stopped) continue;
       // Nothing now: wait for activity (or the interval, to cut the next auto marker).
       const wait = log.newestSeq > log.releasedSeq ? Math.max(10, (this.o.minIntervalMs ?? 1000) - (Date.now() - this.lastCut)) : 60_000;
-      if (!this.pending || log.newestSeq > log.releasedSeq) await this.sleep(wait);
+      if (!this.pending || log.newestSeq > log.releasedSeq) {
+        this.idleSleep = log.newestSeq <= log.releasedSeq;
+        await this.sleep(wait);
+        this.idleSleep = false;
+      }
     }
     this.st.state = 'stopped';
   }
