@@ -2,6 +2,7 @@
 // when the harness provides it): bit-exact round trips, EBS-style checks,
 // incremental cost, listChangedBlocks, corruption detection, delete, usage.
 import { copyFileSync, readFileSync, statSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, isBlockgateError } from '../../src/errors.js';
@@ -39,7 +40,7 @@ describe.each(storeFactories())('snapshots on $name store', (factory) => {
     counting = new CountingObjectStore(store);
     snaps = new SnapshotStore(counting, { concurrency: 8 });
   });
-  afterAll(async () => { await cleanup(); });
+  afterAll(async () => { await cleanup(); rmSync(dir, { recursive: true, force: true }); });
 
   it.each([
     ['one byte', 1, () => false],
@@ -262,5 +263,6 @@ describe('uploadReadable (fs store)', () => {
     await expectCode(uploadReadable(snaps, createReadStream(img), size - 1, { volume: 'rd' }), ErrorCodes.INVALID_ARGUMENT, /more than/);
     expect((await snaps.list('rd')).length).toBe(3);
     await store.close();
+    rmSync(dir, { recursive: true, force: true });
   });
 });

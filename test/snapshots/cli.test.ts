@@ -1,6 +1,7 @@
 // The snapshot CLI through the real built program (bin/blockgate when
 // main.ts wires the commands, else a shim with main()'s error contract).
 import { spawnSync } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ObjectStore } from '../../src/object-store/object-store.js';
@@ -40,7 +41,7 @@ describe.each(storeFactories())('blockgate snapshot CLI on $name store', (factor
   const s = (...a: string[]): ReturnType<typeof run> => run([...a, '--store', url], env);
 
   beforeAll(async () => { ({ store, url, env, cleanup } = await factory.create()); });
-  afterAll(async () => { await cleanup(); });
+  afterAll(async () => { await cleanup(); rmSync(dir, { recursive: true, force: true }); });
 
   it('upload, list, show, incremental upload, diff, download (full and incremental), usage, delete, gc', () => {
     const img = join(dir, 'disk.img');

@@ -2,6 +2,7 @@
 // failing, and an uploader process SIGKILLed midway. In every case either a
 // complete snapshot becomes visible or none does, and a rerun completes.
 import { spawn } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, isBlockgateError } from '../../src/errors.js';
@@ -26,7 +27,7 @@ describe.each(storeFactories())('upload faults on $name store', (factory) => {
   beforeAll(async () => {
     ({ store, url, env, cleanup } = await factory.create());
   });
-  afterAll(async () => { await cleanup(); });
+  afterAll(async () => { await cleanup(); rmSync(dir, { recursive: true, force: true }); });
 
   it('retries injected transient errors (including puts that landed but reported failure)', async () => {
     const fault = new FaultInjectingObjectStore(store, { seed: 7, rules: [

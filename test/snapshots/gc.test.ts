@@ -1,5 +1,6 @@
 // GC: never deletes what a live snapshot, a session's parent or an upload in
 // progress needs; reclaims what deleted snapshots and dead uploads left.
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, isBlockgateError } from '../../src/errors.js';
@@ -29,7 +30,7 @@ describe.each(storeFactories())('gc on $name store', (factory) => {
     ({ store, cleanup } = await factory.create());
     snaps = new SnapshotStore(store, { concurrency: 4 });
   });
-  afterAll(async () => { await cleanup(); });
+  afterAll(async () => { await cleanup(); rmSync(dir, { recursive: true, force: true }); });
 
   it('reclaims the blocks of a deleted parent that no child uses; dry-run deletes nothing', async () => {
     const img = join(dir, 'a.img');
