@@ -38,7 +38,12 @@ function table(rows: string[][]): string {
 
 export function renderStatus(s: DaemonStatus): string {
   let out = `blockgate ${s.version} (pid ${s.pid}), up ${duration(s.uptimeSeconds)}\n`;
-  out += `listening on ${s.listeners.join(', ')}\n\n`;
+  out += `listening on ${s.listeners.join(', ')}\n`;
+  if (s.gateway) {
+    const g = s.gateway;
+    out += `gateway: ${g.state}${g.name ? ` as ${g.name}` : ''}${g.account ? ` (account ${g.account})` : ''}, control ${g.controlUrl} ${g.connected ? 'connected' : 'not connected'}, ${g.commandsApplied} command(s) applied\n`;
+  }
+  out += '\n';
   out += table([
     ['VOLUME', 'MODE', 'SIZE', 'CONNS', 'REQUESTS', 'READ', 'WRITTEN', 'ERRORS'],
     ...s.volumes.map((v) => [

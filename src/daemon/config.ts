@@ -13,6 +13,7 @@ import type { ListenSpec } from '../nbd/server.js';
 import { parseHostPort } from '../nbd/server.js';
 import type { TlsFiles } from '../nbd/tls.js';
 import { parseSize } from '../util/size.js';
+import { parseControlSection, type ControlConfig } from './control-config.js';
 import { parseCachedVolume, type CachedVolumeConfig } from '../volumes/cached/config.js';
 
 export interface RawVolumeConfig {
@@ -77,6 +78,8 @@ export interface DaemonConfig {
   readonly store: StoreConfig | undefined;
   /** Daemon state: gateway id (lease holder), run-time volume configs (default /var/lib/blockgate). */
   readonly dataDir: string;
+  /** Gateway activation and the control channel (absent: a standalone gateway). */
+  readonly control: ControlConfig | undefined;
 }
 
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent'] as const;
@@ -138,7 +141,7 @@ export function parseConfig(text: string, baseDir: string, source = 'config'): D
     throw new BlockgateError(ErrorCodes.CONFIG, `${source}: invalid YAML: ${doc.errors[0]!.message}`);
   }
   const root = obj(doc.toJS() ?? {}, '(top level)');
-  onlyKeys(root, '', ['log', 'admin', 'metrics', 'listen', 'tls', 'nbd', 'volumes', 'store', 'dataDir']);
+  onlyKeys(root, '', ['log', 'admin', 'metrics', 'listen', 'tls', 'nbd', 'volumes', 'store', 'dataDir', 'control']);
   const path = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
 
   const logObj = obj(root.log ?? {}, 'log');
@@ -238,7 +241,8 @@ export function parseConfig(text: string, baseDir: string, source = 'config'): D
   if (volumes.length === 0) fail('volumes', 'at least one volume is required');
   const store = root.store === undefined || root.store === null ? undefined : parseStore(obj(root.store, 'store'), path);
   const dataDir = path(str(root, 'dataDir', '') ?? '/var/lib/blockgate');
-  return { log, admin, metrics, listen, tls, nbd, volumes, store, dataDir };
+  const control = parseControlSection(root.control, baseDir, dataDir);
+  return { log, admin, metrics, listen, tls, nbd, volumes, store, dataDir, control };
 }
 
 function parseStore(s: Obj, path: (p: string) => string): StoreConfig {

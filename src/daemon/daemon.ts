@@ -4,7 +4,7 @@
 // Invariant: on stop, listeners close first, in-flight requests finish and
 // every device is flushed before it is closed.
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { BlockDevice } from '../block-device/block-device.js';
 import { CheckedDevice } from '../block-device/checked-device.js';
@@ -17,6 +17,11 @@ import { RawVolume } from '../volumes/raw.js';
 import { StoredRuntime, openStore } from '../volumes/stored/runtime.js';
 import { CachedRuntime, persistedCachedVolumes } from '../volumes/cached/runtime.js';
 import { packageVersion } from '../util/version.js';
+import { claimUnixSocketPath } from '../util/unix-socket.js';
+import { GatewayAgent } from '../gateway/agent.js';
+import { BandwidthLimitedObjectStore } from '../object-store/bandwidth.js';
+import type { ObjectStore } from '../object-store/object-store.js';
+import { DaemonCommandHandler } from './command-handler.js';
 import { AdminServer, type AdminRoute } from './admin-api.js';
 import type { DaemonConfig, VolumeConfig } from './config.js';
 import { MetricsRegistry } from './metrics.js';
@@ -39,10 +44,10 @@ interface ModeRuntimes {
   cached?: CachedRuntime;
 }
 
-async function openVolume(v: VolumeConfig, logger: Logger, config: DaemonConfig, runtimes: ModeRuntimes): Promise<BlockDevice> {
+async function openVolume(v: VolumeConfig, logger: Logger, config: DaemonConfig, runtimes: ModeRuntimes, store: ObjectStore | undefined): Promise<BlockDevice> {
   switch (v.mode) {
     case 'stored':
-      runtimes.stored ??= await StoredRuntime.create(config.store!, logger.child({ mode: 'stored' }));
+      runtimes.stored ??= await StoredRuntime.create(config.store!, logger.child({ mode: 'stored' }), store);
       return runtimes.stored.openVolume(v, logger);
     case 'cached':
       return runtimes.cached!.openVolume(v, logger);
@@ -57,23 +62,28 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
   const tls = config.tls ? loadTlsConfig(config.tls) : undefined;
   const exports: NbdExport[] = [];
   const runtimes: ModeRuntimes = {};
+  let sharedStore: BandwidthLimitedObjectStore | undefined;
   const closeAll = async (): Promise<void> => {
     await runtimes.stored?.stopBackground();
     await runtimes.cached?.stopBackground();
     for (const e of exports) await e.device.close().catch((err) => logger.error('close failed', { volume: e.name, err: errorMessage(err) }));
   };
+  // Fail before opening volumes (which may take leases in the store) if another daemon owns the admin socket.
+  await claimUnixSocketPath(config.admin.socket, 'admin.socket');
   // Volumes created at run time (admin API) were persisted under dataDir; they open after the configured ones.
   const volumes: VolumeConfig[] = [...config.volumes];
   try {
     if (config.store) {
-      runtimes.cached = CachedRuntime.create(await openStore(config.store, logger), logger.child({ mode: 'cached' }), { dataDir: config.dataDir, uploadWorkers: config.store.uploadWorkers });
+      // One store for every mode, behind a bandwidth limit the control channel can change.
+      sharedStore = new BandwidthLimitedObjectStore(await openStore(config.store, logger));
+      runtimes.cached = CachedRuntime.create(sharedStore, logger.child({ mode: 'cached' }), { dataDir: config.dataDir, uploadWorkers: config.store.uploadWorkers });
       for (const v of persistedCachedVolumes(config.dataDir)) {
         if (volumes.some((x) => x.name === v.name)) logger.warn('run-time volume is also in the configuration; using the configuration', { volume: v.name });
         else volumes.push(v);
       }
     }
     for (const v of volumes) {
-      const device = new CheckedDevice(await openVolume(v, logger.child({ volume: v.name }), config, runtimes), v.name);
+      const device = new CheckedDevice(await openVolume(v, logger.child({ volume: v.name }), config, runtimes, sharedStore), v.name);
       exports.push({ name: v.name, description: v.description, device, tls: v.tls, counters: newExportCounters() });
       logger.info('volume opened', { volume: v.name, mode: v.mode, size: device.size, disk: 'disk' in v ? v.disk : undefined, readOnly: device.caps.readOnly });
     }
@@ -134,6 +144,28 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
   }
   await runtimes.stored?.start();
   await runtimes.cached?.start();
+  let agent: GatewayAgent | undefined;
+  if (config.control) {
+    const c = config.control;
+    const handler = new DaemonCommandHandler({
+      modes, stored: () => runtimes.stored, cached: () => runtimes.cached, store: sharedStore, logger: logger.child({ component: 'commands' }),
+    });
+    try {
+      agent = await GatewayAgent.start({
+        stateDir: c.stateDir, controlUrl: c.url, activationListen: c.activationListen, handler,
+        logger: logger.child({ component: 'control' }), ...(c.ca ? { controlCa: readFileSync(c.ca) } : {}),
+      });
+    } catch (err) {
+      await admin?.close();
+      await metrics?.close();
+      await server.close(0);
+      await closeAll();
+      await runtimes.stored?.close();
+      await runtimes.cached?.close();
+      throw err;
+    }
+    statusSource.gateway = () => agent!.status();
+  }
   let stopping: Promise<void> | undefined;
   return {
     server, exports, addresses,
@@ -141,6 +173,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     status: () => collectStatus(statusSource),
     stop: () => (stopping ??= (async () => {
       logger.info('stopping');
+      await agent?.stop();
       await server.close(config.nbd.shutdownGraceMs);
       await metrics?.close();
       await admin?.close();

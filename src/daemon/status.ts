@@ -1,4 +1,5 @@
 // What `blockgate status` and /metrics report, gathered from live state.
+import type { GatewayStatus } from '../gateway/agent.js';
 import type { NbdExport } from '../nbd/export.js';
 import type { ConnectionInfo, NbdServer } from '../nbd/server.js';
 import type { MetricFamily } from './metrics.js';
@@ -26,9 +27,12 @@ export interface DaemonStatus {
   readonly listeners: readonly string[];
   readonly volumes: readonly VolumeStatus[];
   readonly connections: readonly ConnectionInfo[];
+  readonly gateway?: GatewayStatus;
 }
 
 export interface StatusSource {
+  /** The gateway agent's activation/control-channel state, when a control: section is configured. */
+  gateway?: () => GatewayStatus;
   readonly version: string;
   readonly startedAt: Date;
   readonly addresses: readonly string[];
@@ -61,6 +65,7 @@ export function collectStatus(src: StatusSource): DaemonStatus {
       ...(src.details?.(e.name) ? { details: src.details(e.name)! } : {}),
     })),
     connections,
+    ...(src.gateway ? { gateway: src.gateway() } : {}),
   };
 }
 

@@ -42,7 +42,8 @@ export class StoredRuntime {
   readonly coordinator: SnapshotCoordinator;
   readonly pool: UploadPool;
   private readonly configs = new Map<string, StoredVolumeConfig>();
-  private readonly timers: NodeJS.Timeout[] = [];
+  /** Snapshot schedule timer per volume: from the config at start(), replaced by setSchedule(). */
+  private readonly schedules = new Map<string, NodeJS.Timeout>();
   private stopped = false;
 
   private constructor(readonly store: ObjectStore, readonly snaps: SnapshotStore, workers: number, private readonly logger: Logger) {
@@ -84,8 +85,27 @@ export class StoredRuntime {
       const { intervalMs, keep } = v.snapshots;
       const t = setInterval(() => void this.scheduled(name, keep), intervalMs);
       t.unref();
-      this.timers.push(t);
+      this.schedules.set(name, t);
     }
+  }
+
+  /**
+   * Replaces a volume's snapshot schedule at run time (control channel):
+   * every `intervalMs` a snapshot, keeping the newest `keep` scheduled ones;
+   * intervalMs null turns the schedule off. It replaces the config's schedule
+   * until the next restart (not persisted).
+   */
+  setSchedule(name: string, intervalMs: number | null, keep: number | undefined): { volume: string; intervalMs: number | null; keep: number | null } {
+    if (!this.volumes.has(name)) throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `no stored volume named ${JSON.stringify(name)}`);
+    const old = this.schedules.get(name);
+    if (old) clearInterval(old);
+    this.schedules.delete(name);
+    if (intervalMs !== null && !this.stopped) {
+      const t = setInterval(() => void this.scheduled(name, keep), intervalMs);
+      t.unref();
+      this.schedules.set(name, t);
+    }
+    return { volume: name, intervalMs, keep: keep ?? null };
   }
 
   private async scheduled(name: string, keep: number | undefined): Promise<void> {
@@ -172,7 +192,7 @@ export class StoredRuntime {
   /** Timers off, uploaders stopped (before the volumes close). */
   async stopBackground(): Promise<void> {
     this.stopped = true;
-    for (const t of this.timers) clearInterval(t);
+    for (const t of this.schedules.values()) clearInterval(t);
     await Promise.all([...this.uploaders.values()].map((u) => u.stop()));
     this.pool.close();
   }
