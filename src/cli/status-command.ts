@@ -36,6 +36,33 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n';
 }
 
+type Details = {
+  log?: { usedBytes: number; capacityBytes: number; waitingWriters?: number };
+  upload?: { state?: string; lagSeconds?: number; lagBytes?: number; throughputBytesPerSec?: number };
+  root?: { createdAt?: string } | null;
+  restore?: { totalBlocks: number; restoredBlocks: number } | null;
+  cache?: { hitRatio: number; bytesCached: number; capacityBytes: number };
+};
+
+/** One line of what a stored or cached volume is doing: log use, upload lag (RPO), cache, restore. */
+function describeDetails(raw: Record<string, unknown>): string {
+  const d = raw as Details;
+  const parts: string[] = [];
+  if (d.log) {
+    parts.push(`log ${formatSize(d.log.usedBytes)}/${formatSize(d.log.capacityBytes)}${d.log.waitingWriters ? ` (${d.log.waitingWriters} writes waiting: log full)` : ''}`);
+  }
+  if (d.upload) {
+    const u = d.upload;
+    parts.push(`upload ${u.state ?? '?'}, lag ${u.lagSeconds ?? 0}s/${formatSize(u.lagBytes ?? 0)}${u.throughputBytesPerSec ? ` at ${formatSize(u.throughputBytesPerSec)}/s` : ''}`);
+  }
+  if (d.cache) parts.push(`cache ${formatSize(d.cache.bytesCached)}/${formatSize(d.cache.capacityBytes)}, hit ratio ${(100 * d.cache.hitRatio).toFixed(1)}%`);
+  if (d.restore && d.restore.totalBlocks > 0) {
+    parts.push(`restoring ${d.restore.restoredBlocks}/${d.restore.totalBlocks} blocks (${((100 * d.restore.restoredBlocks) / d.restore.totalBlocks).toFixed(1)}%)`);
+  }
+  if (d.root?.createdAt) parts.push(`last snapshot ${d.root.createdAt}`);
+  return parts.join('; ');
+}
+
 export function renderStatus(s: DaemonStatus): string {
   let out = `blockgate ${s.version} (pid ${s.pid}), up ${duration(s.uptimeSeconds)}\n`;
   out += `listening on ${s.listeners.join(', ')}\n`;
@@ -51,6 +78,8 @@ export function renderStatus(s: DaemonStatus): string {
       String(Object.values(v.requests).reduce((a, b) => a + b, 0)), formatSize(v.bytesRead), formatSize(v.bytesWritten), String(v.errors),
     ]),
   ]);
+  const detailLines = s.volumes.flatMap((v) => (v.details ? [`${v.name}: ${describeDetails(v.details)}`] : []));
+  if (detailLines.length > 0) out += '\n' + detailLines.join('\n') + '\n';
   if (s.connections.length > 0) {
     out += '\n' + table([
       ['CONN', 'REMOTE', 'EXPORT', 'PHASE', 'TLS', 'REQUESTS', 'IN-FLIGHT', 'READ', 'WRITTEN'],

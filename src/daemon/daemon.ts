@@ -63,15 +63,30 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
   const exports: NbdExport[] = [];
   const runtimes: ModeRuntimes = {};
   let sharedStore: BandwidthLimitedObjectStore | undefined;
-  const closeAll = async (): Promise<void> => {
+  let server: NbdServer | undefined;
+  let admin: AdminServer | undefined;
+  let metrics: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
+  let agent: GatewayAgent | undefined;
+  /** Closes whatever has been started, in reverse order of dependency; used by stop() and by a failed start. */
+  const teardown = async (graceMs: number): Promise<void> => {
+    await agent?.stop();
+    await server?.close(graceMs);
+    await metrics?.close();
+    await admin?.close();
     await runtimes.stored?.stopBackground();
     await runtimes.cached?.stopBackground();
     for (const e of exports) await e.device.close().catch((err) => logger.error('close failed', { volume: e.name, err: errorMessage(err) }));
+    await runtimes.stored?.close();
+    await runtimes.cached?.close();
+    await sharedStore?.close().catch(() => undefined);
   };
   // Fail before opening volumes (which may take leases in the store) if another daemon owns the admin socket.
   await claimUnixSocketPath(config.admin.socket, 'admin.socket');
   // Volumes created at run time (admin API) were persisted under dataDir; they open after the configured ones.
   const volumes: VolumeConfig[] = [...config.volumes];
+  const modes = new Map<string, string>();
+  const addresses: string[] = [];
+  let statusSource: StatusSource | undefined;
   try {
     if (config.store) {
       // One store for every mode, behind a bandwidth limit the control channel can change.
@@ -85,101 +100,64 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     for (const v of volumes) {
       const device = new CheckedDevice(await openVolume(v, logger.child({ volume: v.name }), config, runtimes, sharedStore), v.name);
       exports.push({ name: v.name, description: v.description, device, tls: v.tls, counters: newExportCounters() });
+      modes.set(v.name, v.mode);
       logger.info('volume opened', { volume: v.name, mode: v.mode, size: device.size, disk: 'disk' in v ? v.disk : undefined, readOnly: device.caps.readOnly });
     }
-  } catch (err) {
-    await closeAll();
-    await runtimes.stored?.close();
-    await runtimes.cached?.close();
-    throw err;
-  }
-  const server = new NbdServer({ exports, logger, handshakeTimeoutMs: config.nbd.handshakeTimeoutMs, ...(tls ? { tls } : {}) });
-  const addresses: string[] = [];
-  try {
-    for (const spec of config.listen) addresses.push(await server.listen(spec));
-  } catch (err) {
-    await server.close(0);
-    await closeAll();
-    throw err;
-  }
-  const modes = new Map<string, string>(volumes.map((v) => [v.name, v.mode]));
-  const statusSource: StatusSource = {
-    version: packageVersion(), startedAt: new Date(), addresses, server, exports,
-    modes,
-    details: (name) => (runtimes.stored?.details(name) ?? runtimes.cached?.details(name)) as Record<string, unknown> | undefined,
-  };
-  runtimes.cached?.setExportHooks((cfg, vol) => {
-    const exp: NbdExport = { name: cfg.name, description: cfg.description, device: new CheckedDevice(vol, cfg.name), tls: cfg.tls, counters: newExportCounters() };
-    server.addExport(exp);
-    exports.push(exp);
-    modes.set(cfg.name, cfg.mode);
-  }, (name) => server.hasExport(name));
-  const registry = new MetricsRegistry();
-  registry.register(() => statusMetrics(statusSource));
-  if (runtimes.stored) {
-    const stored = runtimes.stored;
-    registry.register(() => stored.metrics());
-  }
-  if (runtimes.cached) {
-    const cached = runtimes.cached;
-    registry.register(() => cached.metrics());
-  }
-  const routes: AdminRoute[] = [
-    { method: 'GET', path: '/v1/status', handler: () => collectStatus(statusSource) },
-    ...(runtimes.stored?.routes() ?? []),
-    ...(runtimes.cached?.routes() ?? []),
-  ];
-  let admin: AdminServer | undefined;
-  let metrics: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
-  try {
+    const nbd = new NbdServer({ exports, logger, handshakeTimeoutMs: config.nbd.handshakeTimeoutMs, ...(tls ? { tls } : {}) });
+    server = nbd;
+    for (const spec of config.listen) addresses.push(await nbd.listen(spec));
+    const status: StatusSource = {
+      version: packageVersion(), startedAt: new Date(), addresses, server: nbd, exports, modes,
+      details: (name) => (runtimes.stored?.details(name) ?? runtimes.cached?.details(name)) as Record<string, unknown> | undefined,
+    };
+    statusSource = status;
+    runtimes.cached?.setExportHooks((cfg, vol) => {
+      const exp: NbdExport = { name: cfg.name, description: cfg.description, device: new CheckedDevice(vol, cfg.name), tls: cfg.tls, counters: newExportCounters() };
+      nbd.addExport(exp);
+      exports.push(exp);
+      modes.set(cfg.name, cfg.mode);
+    }, (name) => nbd.hasExport(name));
+
+    const registry = new MetricsRegistry();
+    registry.register(() => statusMetrics(status));
+    for (const runtime of [runtimes.stored, runtimes.cached]) {
+      if (runtime) registry.register(() => runtime.metrics());
+    }
+    const routes: AdminRoute[] = [
+      { method: 'GET', path: '/v1/status', handler: () => collectStatus(status) },
+      ...(runtimes.stored?.routes() ?? []),
+      ...(runtimes.cached?.routes() ?? []),
+    ];
     admin = await AdminServer.start(config.admin.socket, routes, logger);
     if (config.metrics) metrics = await startMetricsServer(config.metrics.listen, registry, logger);
-  } catch (err) {
-    await admin?.close();
-    await server.close(0);
-    await closeAll();
-    await runtimes.stored?.close();
-    await runtimes.cached?.close();
-    throw err;
-  }
-  await runtimes.stored?.start();
-  await runtimes.cached?.start();
-  let agent: GatewayAgent | undefined;
-  if (config.control) {
-    const c = config.control;
-    const handler = new DaemonCommandHandler({
-      modes, stored: () => runtimes.stored, cached: () => runtimes.cached, store: sharedStore, logger: logger.child({ component: 'commands' }),
-    });
-    try {
-      agent = await GatewayAgent.start({
+    await runtimes.stored?.start();
+    await runtimes.cached?.start();
+
+    if (config.control) {
+      const c = config.control;
+      const handler = new DaemonCommandHandler({
+        modes, stored: () => runtimes.stored, cached: () => runtimes.cached, store: sharedStore, logger: logger.child({ component: 'commands' }),
+      });
+      const started = await GatewayAgent.start({
         stateDir: c.stateDir, controlUrl: c.url, activationListen: c.activationListen, handler,
         logger: logger.child({ component: 'control' }), ...(c.ca ? { controlCa: readFileSync(c.ca) } : {}),
       });
-    } catch (err) {
-      await admin?.close();
-      await metrics?.close();
-      await server.close(0);
-      await closeAll();
-      await runtimes.stored?.close();
-      await runtimes.cached?.close();
-      throw err;
+      agent = started;
+      status.gateway = () => started.status();
     }
-    statusSource.gateway = () => agent!.status();
+  } catch (err) {
+    await teardown(0);
+    throw err;
   }
   let stopping: Promise<void> | undefined;
+  const status = statusSource!;
   return {
-    server, exports, addresses,
+    server: status.server, exports, addresses,
     metricsAddress: metrics?.address,
-    status: () => collectStatus(statusSource),
+    status: () => collectStatus(status),
     stop: () => (stopping ??= (async () => {
       logger.info('stopping');
-      await agent?.stop();
-      await server.close(config.nbd.shutdownGraceMs);
-      await metrics?.close();
-      await admin?.close();
-      await closeAll();
-      await runtimes.stored?.close();
-      await runtimes.cached?.close();
+      await teardown(config.nbd.shutdownGraceMs);
       logger.info('stopped');
     })()),
   };

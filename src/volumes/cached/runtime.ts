@@ -346,8 +346,9 @@ export class CachedRuntime {
     this.pool.close();
   }
 
+  /** The store is the caller's (the daemon shares it between modes) and stays open. */
   async close(): Promise<void> {
-    await this.store.close().catch(() => undefined);
+    /* nothing the runtime owns beyond its volumes, closed by stopBackground/closeVolume */
   }
 }
 

@@ -46,14 +46,18 @@ export class StoredRuntime {
   private readonly schedules = new Map<string, NodeJS.Timeout>();
   private stopped = false;
 
-  private constructor(readonly store: ObjectStore, readonly snaps: SnapshotStore, workers: number, private readonly logger: Logger) {
+  private constructor(
+    readonly store: ObjectStore, readonly snaps: SnapshotStore, workers: number, private readonly logger: Logger,
+    /** The runtime opened the store itself (else its owner, the daemon, closes it). */
+    private readonly ownsStore: boolean,
+  ) {
     this.pool = new UploadPool({ workers });
     this.coordinator = new SnapshotCoordinator(store, snaps, this.volumes, logger.child({ component: 'snapshots' }));
   }
 
   static async create(cfg: StoreConfig, logger: Logger, store?: ObjectStore): Promise<StoredRuntime> {
     const s = store ?? (await openStore(cfg, logger));
-    return new StoredRuntime(s, new SnapshotStore(s, { logger }), cfg.uploadWorkers, logger);
+    return new StoredRuntime(s, new SnapshotStore(s, { logger }), cfg.uploadWorkers, logger, store === undefined);
   }
 
   async openVolume(v: StoredVolumeConfig, logger: Logger): Promise<StoredVolume> {
@@ -198,6 +202,6 @@ export class StoredRuntime {
   }
 
   async close(): Promise<void> {
-    await this.store.close().catch(() => undefined);
+    if (this.ownsStore) await this.store.close().catch(() => undefined);
   }
 }

@@ -36,7 +36,6 @@ import { SnapshotStore, uploadImage, type SnapshotRoot } from '../../snapshots/i
 import { blockCount } from '../../snapshots/format.js';
 import { RawVolume } from '../raw.js';
 import { WriteLog } from '../../write-log/write-log.js';
-import { patchWriteLogPump } from './write-log-workaround.js';
 import { readState, writeState, type StoredRootRef, type StoredVolumeState } from './state.js';
 
 export interface StoredVolumeOptions {
@@ -142,7 +141,6 @@ export class StoredVolume implements BlockDevice {
     try {
       if (st && st.size !== disk.capabilities().size) throw new BlockgateError(ErrorCodes.CONFIG, `volume ${o.name} has size ${st.size}; the disk is ${disk.capabilities().size} bytes (resizing is not supported)`);
       log = await WriteLog.open(join(o.logDir, 'log'), { capacityBytes: o.logCapacityBytes, volumeId: o.name, logger });
-      patchWriteLogPump(log);
       const volSize = disk.capabilities().size;
       let lazyFresh = false;
       if (!st) {
@@ -426,6 +424,10 @@ export class StoredVolume implements BlockDevice {
     try {
       if (this.fetching > 0) await new Promise<void>((r) => (this.fetchDrained = r));
       this.fetchDrained = undefined;
+      // The marker and every record before it must be durable before the state
+      // file names this root: otherwise a crash could replay a log that ends
+      // before the marker, and new writes would reuse seqs the root "covers".
+      await this.log.sync();
       await this.disk.flush();
       await this.lazy?.persist();
       this.vstate = { ...this.vstate, root: ref };
