@@ -16,7 +16,7 @@
 // States: the rule list (mutable at runtime) and per-rule counters; `injected`
 // counts faults fired per operation.
 import { BlockgateError, ErrorCodes, type ErrorCode } from '../errors.js';
-import { abortError } from './keys.js';
+import { sleep } from './keys.js';
 import type { GetOptions, GetResult, ListOptions, ObjectInfo, ObjectStore, PutOptions } from './object-store.js';
 
 export type FaultOp = 'get' | 'put' | 'list' | 'head' | 'delete';
@@ -142,7 +142,7 @@ export class FaultInjectingObjectStore implements ObjectStore {
       if (r.latencyMs === undefined) continue;
       ms += typeof r.latencyMs === 'number' ? r.latencyMs : r.latencyMs[0] + this.random() * (r.latencyMs[1] - r.latencyMs[0]);
     }
-    if (ms > 0) await sleep(ms, signal);
+    if (ms > 0) await sleep(ms, signal, 'injected latency');
   }
 
   private makeError(rule: FaultRule, op: FaultOp, key: string): Error {
@@ -222,17 +222,3 @@ export class FaultInjectingObjectStore implements ObjectStore {
   }
 }
 
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(abortError(signal, 'injected latency'));
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = (): void => {
-      clearTimeout(t);
-      reject(abortError(signal!, 'injected latency'));
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}

@@ -73,3 +73,19 @@ export function abortError(signal: AbortSignal, what: string): BlockgateError {
     ? new BlockgateError(ErrorCodes.STORE_TIMEOUT, `${what}: timed out`, { retryable: true, cause: reason })
     : new BlockgateError(ErrorCodes.SHUTTING_DOWN, `${what}: aborted`, { retryable: false, cause: reason });
 }
+
+/** Resolves after `ms`, or rejects with abortError(signal, what) as soon as the signal aborts. */
+export function sleep(ms: number, signal: AbortSignal | undefined, what: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(abortError(signal, what));
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = (): void => {
+      clearTimeout(t);
+      reject(abortError(signal!, what));
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}

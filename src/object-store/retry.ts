@@ -25,7 +25,7 @@
 import { createHash } from 'node:crypto';
 import { BlockgateError, ErrorCodes, isBlockgateError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { abortError, compareKeys } from './keys.js';
+import { abortError, compareKeys, sleep } from './keys.js';
 import type { GetOptions, GetResult, ListOptions, ObjectInfo, ObjectStore, PutOptions } from './object-store.js';
 
 export interface RetryOptions {
@@ -116,7 +116,7 @@ export class RetryingObjectStore implements ObjectStore {
       }
       this.options.onRetry?.({ op, key, attempt, delayMs: delay, error });
       this.options.logger?.debug('object store retry', { op, key, attempt, delayMs: Math.round(delay), code: error.code });
-      await sleep(delay, signal);
+      await sleep(delay, signal, 'retry backoff');
     }
   }
 
@@ -194,7 +194,7 @@ export class RetryingObjectStore implements ObjectStore {
         const delay = this.random() * Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** (n - 1));
         if (!err.retryable || n >= this.maxAttempts || Date.now() + delay >= deadline) throw withAttempts(err, n);
         this.options.onRetry?.({ op: 'list', key: prefix, attempt: n, delayMs: delay, error: err });
-        await sleep(delay, options.signal);
+        await sleep(delay, options.signal, 'retry backoff');
         if (attempt === 0) attempt = 1;
       }
     }
@@ -214,17 +214,3 @@ function withAttempts(err: BlockgateError, attempts: number): BlockgateError {
   });
 }
 
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(abortError(signal, 'retry backoff'));
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = (): void => {
-      clearTimeout(t);
-      reject(abortError(signal!, 'retry backoff'));
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}

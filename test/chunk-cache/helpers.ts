@@ -1,6 +1,7 @@
 // Test helpers for the chunk cache: a seeded PRNG, an in-memory block source
 // that counts fetches (total, per key, in flight, peak in flight), and temp
 // cache directories.
+import { mulberry32 } from '../harness/prng.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,17 +9,7 @@ import type { Fetcher } from '../../src/chunk-cache/index.js';
 
 export const KiB = 1024;
 
-/** Small, fast, seeded PRNG in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 } from '../harness/prng.js';
 
 export function randomBlock(rnd: () => number, size: number): Buffer {
   const b = Buffer.allocUnsafe(size);

@@ -6,6 +6,7 @@ import { BlockgateError, ErrorCodes } from '../../src/errors.js';
 import { ByteQueue } from '../../src/nbd/byte-queue.js';
 import * as C from '../../src/nbd/constants.js';
 import { HandshakeParser, RequestParser, type HandshakeMessage, type Request } from '../../src/nbd/parser.js';
+import { mulberry32 } from '../harness/prng.js';
 
 function option(opt: number, data: Buffer): Buffer {
   const h = Buffer.alloc(16);
@@ -58,16 +59,6 @@ function normalise<T extends object>(msgs: T[]): unknown[] {
   return msgs.map((m) => Object.fromEntries(Object.entries(m).map(([k, v]) => [k, Buffer.isBuffer(v) ? v.toString('hex') : v])));
 }
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 describe('ByteQueue', () => {
   it('returns views inside a chunk and copies across chunks', () => {

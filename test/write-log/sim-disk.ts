@@ -14,17 +14,7 @@ import type { LogFile, LogIo } from '../../src/write-log/io.js';
 
 export type Rng = () => number;
 
-/** mulberry32: small, fast, seedable. */
-export function rng32(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { mulberry32 as rng32 } from '../harness/prng.js';
 
 export function randInt(rng: Rng, lo: number, hiExclusive: number): number {
   return lo + Math.floor(rng() * (hiExclusive - lo));

@@ -29,6 +29,7 @@ import { Lease, defaultHolder, type LeaseHolder, type LeaseStatus, type Takeover
 import type { ObjectStore } from '../../object-store/object-store.js';
 import { SnapshotStore, type Family, type SnapshotRoot } from '../../snapshots/index.js';
 import { blockCount, blockHashFromDigest, sha256, validateBlockSize, DEFAULT_BLOCK_SIZE } from '../../snapshots/format.js';
+import { UploadLag } from '../../uploader/upload-lag.js';
 import { WriteLog } from '../../write-log/write-log.js';
 import type { UploadableVolume } from '../../uploader/uploader.js';
 import { join } from 'node:path';
@@ -89,7 +90,7 @@ export class CachedVolume implements BlockDevice {
   private readonly readers = new Map<number, number>();
   private readerWaiters: Array<() => void> = [];
   private readonly readAhead: ReadAhead | undefined;
-  private readonly ageSamples: Array<[number, number]> = [];
+  private readonly lag = new UploadLag();
   readonly blocks: number;
   readonly view: UploadView;
 
@@ -187,7 +188,7 @@ export class CachedVolume implements BlockDevice {
       }
       cache = await ChunkCache.open({ dir: o.cacheDir, blockSize: rec.blockSize, capacityBytes: o.cacheCapacityBytes, logger });
       const vol = new CachedVolume(o.name, rec, log, cache, o.snaps, family, lease, local, rootObj, logger, o.readAheadBlocks ?? 8);
-      if (log.newestSeq > log.releasedSeq) vol.ageSamples.push([log.releasedSeq + 1, Date.now()]);
+      if (log.newestSeq > log.releasedSeq) vol.lag.appended(log.releasedSeq + 1);
       logger.info('cached volume open', {
         size: rec.size, blockSize: rec.blockSize, family: rec.family, root: rec.root?.id ?? null, epoch: lease.epoch,
         unreleasedRecords: log.newestSeq - log.releasedSeq, cachedBlocks: cache.stats().entries,
@@ -290,9 +291,7 @@ export class CachedVolume implements BlockDevice {
   }
 
   private noteAppended(seq: number): void {
-    const lastSample = this.ageSamples[this.ageSamples.length - 1];
-    const now = Date.now();
-    if (!lastSample || now - lastSample[1] >= 100) this.ageSamples.push([seq, now]);
+    this.lag.appended(seq);
     for (const l of this.listeners) l();
   }
 
@@ -446,21 +445,12 @@ export class CachedVolume implements BlockDevice {
       await this.readersBefore(g);
     }
     if (ref.markerSeq > this.log.releasedSeq) await this.log.release(ref.markerSeq);
-    const r = this.log.releasedSeq + 1;
-    while (this.ageSamples.length > 1 && this.ageSamples[1]![0] <= r) this.ageSamples.shift();
+    this.lag.released(this.log.releasedSeq);
   }
 
   /** Age (ms) of the oldest write the store does not hold yet (0 when none). */
   uploadLagMs(): number {
-    if (this.log.newestSeq <= this.log.releasedSeq) return 0;
-    const r = this.log.releasedSeq + 1;
-    let t: number | undefined;
-    for (const [seq, ms] of this.ageSamples) {
-      if (seq > r) break;
-      t = ms;
-    }
-    t ??= this.ageSamples[0]?.[1];
-    return t === undefined ? 0 : Math.max(0, Date.now() - t);
+    return this.lag.lagMs(this.log.newestSeq, this.log.releasedSeq);
   }
 
   details(): CachedVolumeDetails {

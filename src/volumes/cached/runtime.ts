@@ -10,6 +10,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { withUploadStatus, type UploadStatusFields } from '../../uploader/upload-lag.js';
 import { BlockgateError, ErrorCodes, errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { AdminRoute } from '../../daemon/admin-api.js';
@@ -18,16 +19,13 @@ import { defaultHolder, type LeaseHolder } from '../../fencing/lease.js';
 import type { ObjectStore } from '../../object-store/object-store.js';
 import { SnapshotStore, type SnapshotRoot } from '../../snapshots/index.js';
 import { UploadPool } from '../../uploader/pool.js';
-import { VolumeUploader, type MarkerPayload, type UploaderHooks, type UploaderStatus } from '../../uploader/uploader.js';
+import { VolumeUploader, type MarkerPayload, type UploaderHooks } from '../../uploader/uploader.js';
 import { readGroup } from '../stored/coordinator.js';
 import { CachedVolume, type CachedVolumeDetails } from './cached-volume.js';
 import { cachedVolumeFromJson, cachedVolumeToJson, type CachedVolumeConfig } from './config.js';
 import { writeFileAtomic } from './record.js';
 
-export interface CachedVolumeStatus extends CachedVolumeDetails {
-  upload: UploaderStatus & { lagSeconds: number; lagBytes: number };
-  logUsedPercent: number;
-}
+export type CachedVolumeStatus = CachedVolumeDetails & UploadStatusFields;
 
 export interface CachedSnapshotView {
   id: string;
@@ -308,12 +306,7 @@ export class CachedRuntime {
     const vol = this.volumes.get(name);
     const up = this.uploaders.get(name);
     if (!vol || !up) return undefined;
-    const d = vol.details();
-    return {
-      ...d,
-      logUsedPercent: Math.round((1000 * d.log.usedBytes) / d.log.capacityBytes) / 10,
-      upload: { ...up.status(), lagSeconds: Math.round(vol.uploadLagMs() / 100) / 10, lagBytes: vol.log.newestSeq > vol.log.releasedSeq ? d.log.usedBytes : 0 },
-    };
+    return withUploadStatus(vol.details(), vol, up);
   }
 
   metrics(): MetricFamily[] {

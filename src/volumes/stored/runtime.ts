@@ -7,6 +7,7 @@
 // (start(): uploaders and schedules on) -> stopping (stopBackground(): timers
 // off, uploaders stopped; in-flight upload sessions aborted, the log keeps
 // what they had not committed) -> closed (close(): object store closed).
+import { withUploadStatus, type UploadStatusFields } from '../../uploader/upload-lag.js';
 import { BlockgateError, ErrorCodes, errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { AdminRoute } from '../../daemon/admin-api.js';
@@ -16,14 +17,11 @@ import { openObjectStore } from '../../object-store/open.js';
 import type { ObjectStore } from '../../object-store/object-store.js';
 import { SnapshotStore } from '../../snapshots/index.js';
 import { UploadPool } from '../../uploader/pool.js';
-import { VolumeUploader, type UploaderStatus } from '../../uploader/uploader.js';
+import { VolumeUploader } from '../../uploader/uploader.js';
 import { SnapshotCoordinator, readGroup, type GroupView } from './coordinator.js';
 import { StoredVolume, type StoredVolumeDetails } from './stored-volume.js';
 
-export interface StoredVolumeStatus extends StoredVolumeDetails {
-  upload: UploaderStatus & { lagSeconds: number; lagBytes: number };
-  logUsedPercent: number;
-}
+export type StoredVolumeStatus = StoredVolumeDetails & UploadStatusFields;
 
 export async function openStore(cfg: StoreConfig, logger: Logger): Promise<ObjectStore> {
   return openObjectStore(cfg.url, {
@@ -166,12 +164,7 @@ export class StoredRuntime {
     const vol = this.volumes.get(name);
     const up = this.uploaders.get(name);
     if (!vol || !up) return undefined;
-    const d = vol.details();
-    return {
-      ...d,
-      logUsedPercent: Math.round((1000 * d.log.usedBytes) / d.log.capacityBytes) / 10,
-      upload: { ...up.status(), lagSeconds: Math.round(vol.uploadLagMs() / 100) / 10, lagBytes: vol.log.newestSeq > vol.log.releasedSeq ? d.log.usedBytes : 0 },
-    };
+    return withUploadStatus(vol.details(), vol, up);
   }
 
   metrics(): MetricFamily[] {

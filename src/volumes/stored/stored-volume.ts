@@ -35,6 +35,7 @@ import { LazyRestore, type LazyRestoreProgress } from '../../restore/lazy.js';
 import { SnapshotStore, uploadImage, type SnapshotRoot } from '../../snapshots/index.js';
 import { blockCount } from '../../snapshots/format.js';
 import { RawVolume } from '../raw.js';
+import { UploadLag } from '../../uploader/upload-lag.js';
 import { WriteLog } from '../../write-log/write-log.js';
 import { readState, writeState, type StoredRootRef, type StoredVolumeState } from './state.js';
 
@@ -84,7 +85,7 @@ export class StoredVolume implements BlockDevice {
   private lazy: LazyRestore | undefined;
   private diskKnownZero = false;
   /** (seq, ms) samples of appended records, to tell the age of the oldest unreleased write. */
-  private readonly ageSamples: Array<[number, number]> = [];
+  private readonly lag = new UploadLag();
   private listeners: Array<() => void> = [];
   readonly blocks: number;
 
@@ -200,7 +201,7 @@ export class StoredVolume implements BlockDevice {
       await this.disk.flush();
       this.logger.info('write log re-applied to the disk', { records: n, bytes, releasedSeq: this.log.releasedSeq, newestSeq: this.log.newestSeq });
     }
-    if (this.log.newestSeq > this.log.releasedSeq) this.ageSamples.push([this.log.releasedSeq + 1, Date.now()]);
+    if (this.log.newestSeq > this.log.releasedSeq) this.lag.appended(this.log.releasedSeq + 1);
   }
 
   private async startLazy(fresh: boolean, concurrency: number): Promise<void> {
@@ -307,9 +308,7 @@ export class StoredVolume implements BlockDevice {
   }
 
   private noteAppended(seq: number): void {
-    const last = this.ageSamples[this.ageSamples.length - 1];
-    const now = Date.now();
-    if (!last || now - last[1] >= 100) this.ageSamples.push([seq, now]);
+    this.lag.appended(seq);
     for (const l of this.listeners) l();
   }
 
@@ -433,8 +432,7 @@ export class StoredVolume implements BlockDevice {
       this.vstate = { ...this.vstate, root: ref };
       writeState(this.dir, this.vstate);
       if (ref.markerSeq > this.log.releasedSeq) await this.log.release(ref.markerSeq);
-      const r = this.log.releasedSeq + 1;
-      while (this.ageSamples.length > 1 && this.ageSamples[1]![0] <= r) this.ageSamples.shift();
+      this.lag.released(this.log.releasedSeq);
     } finally {
       this.fetchGate = undefined;
       open();
@@ -443,16 +441,7 @@ export class StoredVolume implements BlockDevice {
 
   /** Age (ms) of the oldest write the store does not hold yet (0 when none). */
   uploadLagMs(): number {
-    if (this.log.newestSeq <= this.log.releasedSeq) return 0;
-    // Record r was appended at most 100 ms after the last sample at or before it.
-    const r = this.log.releasedSeq + 1;
-    let t: number | undefined;
-    for (const [seq, ms] of this.ageSamples) {
-      if (seq > r) break;
-      t = ms;
-    }
-    t ??= this.ageSamples[0]?.[1];
-    return t === undefined ? 0 : Math.max(0, Date.now() - t);
+    return this.lag.lagMs(this.log.newestSeq, this.log.releasedSeq);
   }
 
   details(): StoredVolumeDetails {
