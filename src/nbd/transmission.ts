@@ -141,8 +141,8 @@ export class Transmission {
     this.stats.requests++;
     this.session.export.counters.requests[opName(req.type)]++;
     this.execute(req).then(
-      (reply) => this.send(reply, reply.length > S.STRUCTURED_HEADER),
-      (err) => this.send(this.errorReply(req, err), false),
+      (reply) => this.send(reply),
+      (err) => this.send(this.errorReply(req, err)),
     ).finally(() => {
       if (req.data && this.recycleWrites) ioBuffers.release(req.data);
       this.inflight--;
@@ -152,8 +152,9 @@ export class Transmission {
     });
   }
 
-  /** Writes one reply; a pooled one goes back to the pool once the socket has flushed it. */
-  private send(buf: Buffer, pooled: boolean): void {
+  /** Writes one reply; a pooled one (READ data) goes back to the pool once the socket has flushed it. */
+  private send(buf: Buffer): void {
+    const pooled = ioBuffers.owns(buf);
     if (this.closed || this.socket.destroyed) {
       if (pooled) ioBuffers.release(buf);
       return;

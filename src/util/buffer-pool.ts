@@ -41,6 +41,11 @@ export class BufferPool {
     return Buffer.from(ab, 0, size);
   }
 
+  /** The buffer was handed out by acquire() and not released yet. */
+  owns(buf: Buffer): boolean {
+    return this.outstanding.has(buf.buffer as ArrayBuffer);
+  }
+
   release(buf: Buffer): void {
     const ab = buf.buffer as ArrayBuffer;
     if (!this.outstanding.has(ab)) return;

@@ -15,10 +15,13 @@ describe('BufferPool', () => {
   it('never recycles memory it did not hand out, nor a buffer twice', () => {
     const pool = new BufferPool({ maxSize: 1 << 20, maxPooledBytes: 1 << 22 });
     const foreign = Buffer.from(new ArrayBuffer(65536)); // looks like a pool class, is not ours
+    expect(pool.owns(foreign)).toBe(false);
     pool.release(foreign);
     expect(pool.idleBytes).toBe(0);
     const a = pool.acquire(65536);
+    expect(pool.owns(a)).toBe(true);
     pool.release(a);
+    expect(pool.owns(a)).toBe(false);
     pool.release(a); // double release is ignored
     expect(pool.idleBytes).toBe(65536);
     const b = pool.acquire(65536);
