@@ -35,6 +35,10 @@ export function buildProgram(): Command {
         return;
       }
       const logger = new Logger({ level: opts.logLevel ?? config.log.level, format: opts.logFormat ?? config.log.format });
+      // Node and library warnings (e.g. the AWS SDK's Node-version notice) become one structured record
+      // each instead of free text on stderr, which would break one-record-per-line logs.
+      process.removeAllListeners('warning');
+      process.on('warning', (w) => logger.warn('runtime warning', { name: w.name, warning: w.message.replace(/\s+/g, ' ').trim() }));
       const daemon = await startDaemon(config, logger);
       logger.info('ready', { addresses: daemon.addresses, volumes: daemon.exports.map((e) => e.name) });
       notifySystemd('--ready', logger);
