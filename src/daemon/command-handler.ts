@@ -20,6 +20,8 @@ export interface CommandTargets {
   readonly modes: ReadonlyMap<string, string>;
   readonly stored: () => StoredRuntime | undefined;
   readonly cached: () => CachedRuntime | undefined;
+  /** Creates and serves a volume of any mode (the daemon's run-time volume path). */
+  readonly createVolume: (body: Record<string, unknown>) => Promise<unknown>;
   /** The shared object store, when one is configured. */
   readonly store: BandwidthLimitedObjectStore | undefined;
   readonly logger: Logger;
@@ -29,14 +31,8 @@ export class DaemonCommandHandler implements GatewayCommandHandler {
   constructor(private readonly t: CommandTargets) {}
 
   async createVolume(spec: CreateVolumeSpec): Promise<unknown> {
-    if (spec.mode !== 'cached') {
-      throw new BlockgateError(ErrorCodes.NOT_SUPPORTED,
-        `volumes of mode '${spec.mode}' cannot be created at run time: declare them in the configuration (run-time volumes are cached volumes)`);
-    }
-    const cached = this.t.cached();
-    if (!cached) throw new BlockgateError(ErrorCodes.CONFIG, 'this gateway has no object store configured (store: section), so it cannot create cached volumes');
-    this.t.logger.info('creating volume (control command)', { volume: spec.name, size: spec.size, fromSnapshot: spec.fromSnapshot });
-    return cached.createVolume({ name: spec.name, size: spec.size, ...(spec.fromSnapshot ? { fromSnapshot: spec.fromSnapshot } : {}) });
+    this.t.logger.info('creating volume (control command)', { volume: spec.name, mode: spec.mode, size: spec.size, fromSnapshot: spec.fromSnapshot });
+    return this.t.createVolume({ name: spec.name, mode: spec.mode, size: spec.size, ...(spec.fromSnapshot ? { fromSnapshot: spec.fromSnapshot } : {}) });
   }
 
   async snapshot(request: SnapshotRequest): Promise<unknown> {

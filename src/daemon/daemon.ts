@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { BlockDevice } from '../block-device/block-device.js';
 import { CheckedDevice } from '../block-device/checked-device.js';
-import { errorMessage } from '../errors.js';
+import { BlockgateError, ErrorCodes, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { newExportCounters, type NbdExport } from '../nbd/export.js';
 import { NbdServer } from '../nbd/server.js';
@@ -18,9 +18,9 @@ import { StoredRuntime, openStore } from '../volumes/stored/runtime.js';
 import { CachedRuntime, persistedCachedVolumes } from '../volumes/cached/runtime.js';
 import { packageVersion } from '../util/version.js';
 import { claimUnixSocketPath } from '../util/unix-socket.js';
+import { loadRuntimeVolumes, runtimeVolumeConfig, saveRuntimeVolume } from './runtime-volumes.js';
 import { GatewayAgent } from '../gateway/agent.js';
 import { BandwidthLimitedObjectStore } from '../object-store/bandwidth.js';
-import type { ObjectStore } from '../object-store/object-store.js';
 import { DaemonCommandHandler } from './command-handler.js';
 import { AdminServer, type AdminRoute } from './admin-api.js';
 import type { DaemonConfig, VolumeConfig } from './config.js';
@@ -37,17 +37,16 @@ export interface RunningDaemon {
   stop(): Promise<void>;
 }
 
-/** Per-mode runtimes shared by the volumes of that mode (created on first use; all use the top-level store). */
+/** Per-mode runtimes shared by the volumes of that mode (present whenever a store is configured; all use it). */
 interface ModeRuntimes {
   stored?: StoredRuntime;
-  /** Present whenever a store is configured (volumes can be created at run time). */
   cached?: CachedRuntime;
 }
 
-async function openVolume(v: VolumeConfig, logger: Logger, config: DaemonConfig, runtimes: ModeRuntimes, store: ObjectStore | undefined): Promise<BlockDevice> {
+async function openVolume(v: VolumeConfig, logger: Logger, runtimes: ModeRuntimes): Promise<BlockDevice> {
   switch (v.mode) {
     case 'stored':
-      runtimes.stored ??= await StoredRuntime.create(config.store!, logger.child({ mode: 'stored' }), store);
+      if (!runtimes.stored) throw new BlockgateError(ErrorCodes.CONFIG, `volume ${v.name}: stored volumes need a store: section`);
       return runtimes.stored.openVolume(v, logger);
     case 'cached':
       return runtimes.cached!.openVolume(v, logger);
@@ -91,14 +90,15 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     if (config.store) {
       // One store for every mode, behind a bandwidth limit the control channel can change.
       sharedStore = new BandwidthLimitedObjectStore(await openStore(config.store, logger));
+      runtimes.stored = await StoredRuntime.create(config.store, logger.child({ mode: 'stored' }), sharedStore);
       runtimes.cached = CachedRuntime.create(sharedStore, logger.child({ mode: 'cached' }), { dataDir: config.dataDir, uploadWorkers: config.store.uploadWorkers });
-      for (const v of persistedCachedVolumes(config.dataDir)) {
+      for (const v of [...persistedCachedVolumes(config.dataDir), ...loadRuntimeVolumes(config.dataDir)]) {
         if (volumes.some((x) => x.name === v.name)) logger.warn('run-time volume is also in the configuration; using the configuration', { volume: v.name });
         else volumes.push(v);
       }
     }
     for (const v of volumes) {
-      const device = new CheckedDevice(await openVolume(v, logger.child({ volume: v.name }), config, runtimes, sharedStore), v.name);
+      const device = new CheckedDevice(await openVolume(v, logger.child({ volume: v.name }), runtimes), v.name);
       exports.push({ name: v.name, description: v.description, device, tls: v.tls, counters: newExportCounters() });
       modes.set(v.name, v.mode);
       logger.info('volume opened', { volume: v.name, mode: v.mode, size: device.size, disk: 'disk' in v ? v.disk : undefined, readOnly: device.caps.readOnly });
@@ -118,6 +118,32 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       modes.set(cfg.name, cfg.mode);
     }, (name) => nbd.hasExport(name));
 
+    /** Creates, serves and persists a volume at run time (admin API, control channel, restores). */
+    const createVolume = async (body: Record<string, unknown>): Promise<unknown> => {
+      const mode = body.mode ?? 'cached';
+      if (mode === 'cached') {
+        if (!runtimes.cached) throw new BlockgateError(ErrorCodes.CONFIG, 'this gateway has no store: section, so it cannot create cached volumes');
+        return runtimes.cached.createVolume(body);
+      }
+      const cfg = runtimeVolumeConfig(body, config.dataDir, tls ? 'on' : 'off');
+      if (nbd.hasExport(cfg.name)) throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `a volume named ${JSON.stringify(cfg.name)} is already served by this gateway`);
+      const vlog = logger.child({ volume: cfg.name });
+      const device = new CheckedDevice(await openVolume(cfg, vlog, runtimes), cfg.name);
+      saveRuntimeVolume(config.dataDir, cfg);
+      const exp: NbdExport = { name: cfg.name, description: cfg.description, device, tls: cfg.tls, counters: newExportCounters() };
+      nbd.addExport(exp);
+      exports.push(exp);
+      modes.set(cfg.name, cfg.mode);
+      vlog.info('volume created at run time', { mode: cfg.mode, size: device.size, disk: cfg.disk, restoreFrom: cfg.mode === 'stored' ? cfg.restoreFrom : undefined });
+      return { name: cfg.name, mode: cfg.mode, size: device.size, disk: cfg.disk, ...(cfg.mode === 'stored' && cfg.restoreFrom ? { restoreFrom: cfg.restoreFrom } : {}) };
+    };
+    const restores = (): unknown => ({
+      restores: exports.flatMap((e) => {
+        const d = runtimes.stored?.details(e.name) as { restore?: unknown } | undefined;
+        return d?.restore ? [{ volume: e.name, ...(d.restore as object) }] : [];
+      }),
+    });
+
     const registry = new MetricsRegistry();
     registry.register(() => statusMetrics(status));
     for (const runtime of [runtimes.stored, runtimes.cached]) {
@@ -125,6 +151,19 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     }
     const routes: AdminRoute[] = [
       { method: 'GET', path: '/v1/status', handler: () => collectStatus(status) },
+      // Before the runtimes' routes: this one takes every mode (cached requests go to the cached runtime).
+      { method: 'POST', path: '/v1/volumes', handler: (req) => createVolume(bodyObject(req.body)) },
+      {
+        method: 'POST', path: '/v1/restores',
+        handler: (req) => {
+          const b = bodyObject(req.body);
+          if (typeof b.snapshot !== 'string' || typeof b.volume !== 'string') {
+            throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, 'body must be {"snapshot": "vsnap-...|snap-...", "volume": "NAME", "size"?: ...}: the volume is served at once and filled lazily');
+          }
+          return createVolume({ ...b, name: b.volume, mode: 'stored', fromSnapshot: b.snapshot });
+        },
+      },
+      { method: 'GET', path: '/v1/restores', handler: restores },
       ...(runtimes.stored?.routes() ?? []),
       ...(runtimes.cached?.routes() ?? []),
     ];
@@ -136,7 +175,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     if (config.control) {
       const c = config.control;
       const handler = new DaemonCommandHandler({
-        modes, stored: () => runtimes.stored, cached: () => runtimes.cached, store: sharedStore, logger: logger.child({ component: 'commands' }),
+        modes, stored: () => runtimes.stored, cached: () => runtimes.cached, createVolume, store: sharedStore, logger: logger.child({ component: 'commands' }),
       });
       const started = await GatewayAgent.start({
         stateDir: c.stateDir, controlUrl: c.url, activationListen: c.activationListen, handler,
@@ -161,6 +200,11 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       logger.info('stopped');
     })()),
   };
+}
+
+function bodyObject(body: unknown): Record<string, unknown> {
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, 'request body must be a JSON object');
+  return body as Record<string, unknown>;
 }
 
 /** Tells systemd (Type=notify) that the daemon is ready, when run under it. */

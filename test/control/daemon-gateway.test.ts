@@ -76,17 +76,35 @@ describe('daemon as an activated gateway', () => {
     expect(sched.code).toBe(1);
     expect(sched.stderr).toContain('snapshot schedules are for stored volumes');
 
-    const raw = await cli(['control', 'command', ...conn(), '--wait', 'create-volume', '--name', 'vol2', '--size', '1GiB', '--mode', 'raw']);
-    expect(raw.code).toBe(1);
-    expect(raw.stderr).toContain("volumes of mode 'raw' cannot be created at run time");
+    const tape = await cli(['control', 'command', ...conn(), '--wait', 'create-volume', '--name', 'vol9', '--size', '1GiB', '--mode', 'tape']);
+    expect(tape.code).toBe(1);
+    expect(tape.stderr).toContain('mode must be raw, stored or cached');
   });
 
-  it('keeps its activation and the run-time volume across a restart', async () => {
+  it('creates raw and stored volumes on command; a stored one takes a snapshot schedule', async () => {
+    const raw = await cliJson<CommandView>(['control', 'command', ...conn(), '--wait', 'create-volume', '--name', 'vol2', '--size', '32MiB', '--mode', 'raw']);
+    expect(raw).toMatchObject({ state: 'succeeded', result: { name: 'vol2', mode: 'raw', size: 32 * 1024 * 1024 } });
+    const stored = await cliJson<CommandView>(['control', 'command', ...conn(), '--wait', 'create-volume', '--name', 'vol3', '--size', '32MiB', '--mode', 'stored']);
+    expect(stored).toMatchObject({ state: 'succeeded', result: { name: 'vol3', mode: 'stored' } });
+    for (const name of ['vol2', 'vol3']) {
+      const { stdout } = await run('nbdinfo', ['--size', daemon.uri(name)]);
+      expect(Number(stdout.trim())).toBe(32 * 1024 * 1024);
+    }
+    await run('bash', ['-c', `nbdcopy '${dir}/data.bin' '${daemon.uri('vol3')}'`]);
+    const sched = await cliJson<CommandView>(['control', 'command', ...conn(), '--wait', 'set-snapshot-schedule', '--volume', 'vol3', '--every', '1h', '--retain', '3']);
+    expect(sched).toMatchObject({ state: 'succeeded', result: { volume: 'vol3', intervalMs: 3_600_000, keep: 3 } });
+  });
+
+  it('keeps its activation and the run-time volumes across a restart', async () => {
     expect(await daemon.stop()).toBe(0);
     daemon = await startDaemon(daemonConfig(), { dir });
     await waitForLog(daemon, 'command channel connected');
     expect(logRecords(daemon).some((r) => r.msg === 'activation key issued')).toBe(false);
-    const { stdout } = await run('bash', ['-c', `nbdcopy '${daemon.uri('vol1')}' - | head -c 4194304 | cmp - '${dir}/data.bin' && echo same`]);
-    expect(stdout.trim()).toBe('same');
+    for (const name of ['vol1', 'vol3']) {
+      const { stdout } = await run('bash', ['-c', `nbdcopy '${daemon.uri(name)}' - | head -c 4194304 | cmp - '${dir}/data.bin' && echo same`]);
+      expect(stdout.trim(), name).toBe('same');
+    }
+    const { stdout } = await run('nbdinfo', ['--size', daemon.uri('vol2')]);
+    expect(Number(stdout.trim())).toBe(32 * 1024 * 1024);
   });
 });

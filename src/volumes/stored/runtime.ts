@@ -43,6 +43,7 @@ export class StoredRuntime {
   /** Snapshot schedule timer per volume: from the config at start(), replaced by setSchedule(). */
   private readonly schedules = new Map<string, NodeJS.Timeout>();
   private stopped = false;
+  private started = false;
 
   private constructor(
     readonly store: ObjectStore, readonly snaps: SnapshotStore, workers: number, private readonly logger: Logger,
@@ -73,13 +74,16 @@ export class StoredRuntime {
     });
     this.volumes.set(v.name, vol);
     this.configs.set(v.name, v);
-    this.uploaders.set(v.name, new VolumeUploader(vol, this.pool, {
+    const uploader = new VolumeUploader(vol, this.pool, {
       logger: logger.child({ component: 'uploader' }), hooks: this.coordinator, minIntervalMs: v.uploadIntervalMs,
-    }));
+    });
+    this.uploaders.set(v.name, uploader);
+    if (this.started && !this.stopped) uploader.start(); // a volume created at run time starts shadowing at once
     return vol;
   }
 
   async start(): Promise<void> {
+    this.started = true;
     await this.coordinator.init().catch((err) => this.logger.warn('could not load snapshot records (store unreachable?)', { err: errorMessage(err) }));
     for (const u of this.uploaders.values()) u.start();
     for (const [name, v] of this.configs) {
