@@ -5,20 +5,18 @@
 // helpers parse those records ("listening", "ready", "activation key issued").
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { blockgateBin, repoRoot, tempDir } from '../harness/daemon.js';
 
 export { tempDir };
 
-const shim = join(repoRoot, 'test', 'control', 'cli-shim.mjs');
 const runAgentJs = join(repoRoot, 'dist', 'gateway', 'run-agent.js');
 
-/** bin/blockgate once main.ts registers the control commands; until then the shim that does. */
+/** The real CLI: the tests drive bin/blockgate, never a stand-in. */
 export function cliEntry(): string {
-  const main = join(repoRoot, 'dist', 'cli', 'main.js');
-  return existsSync(main) && readFileSync(main, 'utf8').includes('registerControlCommands') ? blockgateBin : shim;
+  return blockgateBin;
 }
 
 /** Fails loudly when dist/ is older than the sources these tests exercise (run `npm run build`). */

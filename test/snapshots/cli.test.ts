@@ -27,9 +27,7 @@ function expectCleanFailure(r: { code: number | null; stdout: string; stderr: st
 
 beforeAll(() => {
   ensureBuilt();
-  const bin = join(repoRoot, 'bin', 'blockgate');
-  const probe = spawnSync(process.execPath, [bin, 'snapshot', '--help'], { encoding: 'utf8' });
-  entry = probe.status === 0 && /upload/.test(probe.stdout) ? [bin] : [join(repoRoot, 'test/snapshots/cli-shim.mjs')];
+  entry = [join(repoRoot, 'bin', 'blockgate')];
 });
 
 describe.each(storeFactories())('blockgate snapshot CLI on $name store', (factory) => {
