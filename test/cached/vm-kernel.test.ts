@@ -13,20 +13,12 @@ import { adminRequest } from '../../src/daemon/admin-api.js';
 import type { DaemonStatus } from '../../src/daemon/status.js';
 import { repoRoot, startDaemon, tempDir, type DaemonHandle } from '../harness/daemon.js';
 import { waitFor } from '../harness/nbd-tools.js';
-import { buildInitramfs, describeRun, runGuest, taggedLines, vmSkipReason, type GuestResult } from '../harness/vm/index.js';
+import { buildInitramfs, describeRun, parseManifest, runGuest, taggedLines, vmSkipReason, type GuestResult } from '../harness/vm/index.js';
 
 const skip = vmSkipReason([]);
 const guestScript = join(import.meta.dirname, '..', 'vm', 'guest-ext4.sh');
 const BOOT_TIMEOUT_MS = 240_000;
 
-function parseManifest(lines: string[]): Map<string, string> {
-  const m = new Map<string, string>();
-  for (const l of lines) {
-    const match = /^([0-9a-f]{64})  (.+)$/.exec(l);
-    if (match) m.set(match[2]!, match[1]!);
-  }
-  return m;
-}
 
 describe.skipIf(skip !== undefined)('kernel NBD client in a VM against a cached volume', () => {
   let dir: string;

@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDaemon, tempDir, repoRoot, blockgateBin, type DaemonHandle } from '../harness/daemon.js';
 import { runOk } from '../harness/nbd-tools.js';
-import { buildInitramfs, describeRun, runGuest, taggedLines, vmSkipReason, type GuestResult } from '../harness/vm/index.js';
+import { buildInitramfs, describeRun, parseManifest, runGuest, taggedLines, vmSkipReason, type GuestResult } from '../harness/vm/index.js';
 
 const skip = vmSkipReason();
 const guestScript = join(import.meta.dirname, 'guest-stored-ext4.sh');
@@ -28,15 +28,6 @@ const BOOT_TIMEOUT_MS = 240_000;
 // Files written by boot 1: small.txt, random.bin, zeros.bin, tree/f1..f200, sparse/r1..r40.
 const FILES = 3 + 200 + 40;
 
-/** "hash  name" manifest lines -> Map(name -> hash). */
-function parseManifest(lines: string[]): Map<string, string> {
-  const m = new Map<string, string>();
-  for (const l of lines) {
-    const match = /^([0-9a-f]{64})  (.+)$/.exec(l);
-    if (match) m.set(match[2]!, match[1]!);
-  }
-  return m;
-}
 
 function cli(args: string[]): Promise<{ stdout: string; stderr: string }> {
   return runOk(process.execPath, [blockgateBin, ...args], { timeoutMs: 110_000 });

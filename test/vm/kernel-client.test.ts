@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDaemon, tempDir, repoRoot, type DaemonHandle } from '../harness/daemon.js';
 import { startNbdkit, type NbdkitHandle } from '../harness/vm/nbdkit.js';
-import { buildInitramfs, describeRun, runGuest, taggedLines, vmSkipReason, type GuestResult } from '../harness/vm/index.js';
+import { buildInitramfs, describeRun, parseManifest, runGuest, taggedLines, vmSkipReason, type GuestResult } from '../harness/vm/index.js';
 
 const peer = process.env.BLOCKGATE_VM_PEER === 'nbdkit' ? 'nbdkit' : 'blockgate';
 const skip = vmSkipReason(peer === 'nbdkit' ? ['nbdkit', 'debugfs'] : ['debugfs']);
@@ -23,15 +23,6 @@ const guestScript = join(import.meta.dirname, 'guest-ext4.sh');
 const SIZE = 512 << 20;
 const BOOT_TIMEOUT_MS = 240_000;
 
-/** "hash  name" manifest lines -> Map(name -> hash). */
-function parseManifest(lines: string[]): Map<string, string> {
-  const m = new Map<string, string>();
-  for (const l of lines) {
-    const match = /^([0-9a-f]{64})  (.+)$/.exec(l);
-    if (match) m.set(match[2]!, match[1]!);
-  }
-  return m;
-}
 
 describe.skipIf(skip !== undefined)(`kernel NBD client in a VM against ${peer}`, () => {
   let dir: string;

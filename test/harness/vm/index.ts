@@ -188,3 +188,13 @@ export function describeRun(r: GuestResult, tailLines = 60): string {
   const tail = r.console.split('\n').slice(-tailLines).join('\n');
   return `guest exit ${r.exitCode} after ${r.wallMs} ms (accel ${r.accel ?? '?'})\n--- harness log\n${r.log}--- console (last ${tailLines} lines)\n${tail}`;
 }
+
+/** `sha256sum` manifest lines ("hash  name") -> Map(name -> hash). */
+export function parseManifest(lines: string[]): Map<string, string> {
+  const m = new Map<string, string>();
+  for (const l of lines) {
+    const match = /^([0-9a-f]{64})  (.+)$/.exec(l);
+    if (match) m.set(match[2]!, match[1]!);
+  }
+  return m;
+}
