@@ -25,7 +25,15 @@
 //   preadNoWait(fd, buffer, bufOff, len, pos)   preadv2(RWF_NOWAIT): bytes read or -1
 //   pwriteNoWait(fd, buffer, bufOff, len, pos)  pwritev2(RWF_NOWAIT): bytes written or -1
 //
-// State: none. Each call allocates one Work record, freed in complete().
+// And one CPU job on the thread pool, zero-copy:
+//   sha256(buffer)          Promise<Buffer> (32 bytes): SHA-256 of the bytes,
+//                           read in place (the Buffer is kept alive, not copied;
+//                           the caller must not modify it until the promise
+//                           settles). OpenSSL's one-shot SHA256 as exported by
+//                           the Node binary; `sha256` is absent from the
+//                           exports when this Node does not export it.
+//
+// State: none. Each call allocates one Work (or HashWork) record, freed in complete().
 
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
@@ -341,6 +349,70 @@ static napi_value nowait_io(napi_env env, napi_callback_info info, int is_write)
 static napi_value preadNoWait(napi_env env, napi_callback_info info) { return nowait_io(env, info, 0); }
 static napi_value pwriteNoWait(napi_env env, napi_callback_info info) { return nowait_io(env, info, 1); }
 
+/* ---- SHA-256 of a Buffer on the thread pool, in place ---- */
+
+/* OpenSSL's one-shot SHA256 (SHA-NI/AVX2 where the CPU has them). Weak: when
+ * the running Node does not export it the addon still loads, without sha256. */
+extern unsigned char *SHA256(const unsigned char *d, size_t n, unsigned char *md) __attribute__((weak));
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  napi_ref buffer_ref; /* keeps the input alive while a pool thread reads it */
+  const unsigned char *data;
+  size_t length;
+  unsigned char digest[32];
+} HashWork;
+
+static void hash_execute(napi_env env, void *data) {
+  HashWork *h = data;
+  SHA256(h->data, h->length, h->digest);
+}
+
+static void hash_complete(napi_env env, napi_status status, void *data) {
+  HashWork *h = data;
+  napi_value result;
+  void *out = NULL;
+  if (status == napi_ok && napi_create_buffer_copy(env, sizeof h->digest, h->digest, &out, &result) == napi_ok) {
+    napi_resolve_deferred(env, h->deferred, result);
+  } else {
+    napi_reject_deferred(env, h->deferred, make_errno_error(env, ECANCELED, "sha256"));
+  }
+  napi_delete_reference(env, h->buffer_ref);
+  napi_delete_async_work(env, h->work);
+  free(h);
+}
+
+static napi_value sha256(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  void *data = NULL;
+  size_t len = 0;
+  bool is_buffer = false;
+  if (argc >= 1) napi_is_buffer(env, argv[0], &is_buffer);
+  if (!is_buffer || napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "data must be a Buffer or Uint8Array");
+    return NULL;
+  }
+  HashWork *h = calloc(1, sizeof *h);
+  if (!h) { napi_throw_error(env, "ENOMEM", "out of memory"); return NULL; }
+  h->data = data;
+  h->length = len;
+  napi_value promise, name;
+  napi_create_promise(env, &h->deferred, &promise);
+  napi_create_string_utf8(env, "blockgate:sha256", NAPI_AUTO_LENGTH, &name);
+  if (napi_create_reference(env, argv[0], 1, &h->buffer_ref) != napi_ok ||
+      napi_create_async_work(env, NULL, name, hash_execute, hash_complete, h, &h->work) != napi_ok ||
+      napi_queue_async_work(env, h->work) != napi_ok) {
+    napi_reject_deferred(env, h->deferred, make_errno_error(env, ENOMEM, "napi_queue_async_work"));
+    if (h->work) napi_delete_async_work(env, h->work);
+    if (h->buffer_ref) napi_delete_reference(env, h->buffer_ref);
+    free(h);
+  }
+  return promise;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"seekData", NULL, seekData, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -357,6 +429,10 @@ static napi_value init(napi_env env, napi_value exports) {
     {"pwriteNoWait", NULL, pwriteNoWait, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+  if (SHA256 != NULL) {
+    napi_property_descriptor hash = {"sha256", NULL, sha256, NULL, NULL, NULL, napi_enumerable, NULL};
+    napi_define_properties(env, exports, 1, &hash);
+  }
   return exports;
 }
 

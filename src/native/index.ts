@@ -43,6 +43,8 @@ interface Addon {
   fadvise(fd: number, offset: number, length: number, advice: number): Promise<void>;
   preadNoWait(fd: number, buffer: Buffer, bufOff: number, length: number, position: number): number;
   pwriteNoWait(fd: number, buffer: Buffer, bufOff: number, length: number, position: number): number;
+  /** Absent when this Node does not export OpenSSL's SHA256. */
+  sha256?(data: Uint8Array): Promise<Buffer>;
 }
 
 /** Error thrown by the addon: a Node-style system error. */
@@ -179,4 +181,17 @@ export function preadNoWait(fd: number, buffer: Buffer, bufOff: number, length: 
 /** SYNCHRONOUS pwritev2(RWF_NOWAIT): as preadNoWait, for writes (EOPNOTSUPP on e.g. ext4 buffered files). */
 export function pwriteNoWait(fd: number, buffer: Buffer, bufOff: number, length: number, position: number): number {
   return load().pwriteNoWait(fd, buffer, bufOff, length, position);
+}
+
+/**
+ * SHA-256 of `data` on the thread pool, reading it in place (no copy): the
+ * caller must not modify `data` until the promise settles. Undefined when the
+ * addon is missing or this Node does not export OpenSSL's SHA256.
+ */
+export function nativeSha256(): ((data: Uint8Array) => Promise<Buffer>) | undefined {
+  try {
+    return load().sha256;
+  } catch {
+    return undefined;
+  }
 }

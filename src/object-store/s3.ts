@@ -12,15 +12,18 @@
 //     retry layer, so attempts never multiply;
 //   - every failure is mapped by mapS3Error to a BlockgateError code;
 //   - keys are "prefix + key"; list strips the prefix again;
-//   - ETags are returned without quotes (as FsObjectStore's); puts send
-//     Content-MD5 so the server rejects a body damaged in transit;
+//   - ETags are returned without quotes (as FsObjectStore's);
+//   - a put's body is covered by its SigV4 signature: the payload SHA-256
+//     (x-amz-content-sha256) is computed on the thread pool before signing and
+//     the server recomputes it, so it rejects a body damaged in transit
+//     (XAmzContentSHA256Mismatch). No Content-MD5 on top: MD5 was the slowest
+//     hash of the put path (docs/object-store.md);
 //   - conditional puts use If-None-Match: * / If-Match headers, which RGW 16.2
 //     honours atomically (exactly one of N racing creators wins), but RGW 16.2
 //     compares If-Match against the *unquoted* ETag: a quoted value never
 //     matches. `ifMatchQuoting` (default 'unquoted') chooses the form sent.
 //   - get never copies a body twice: with a Content-Length it is collected
 //     into one Buffer allocated once.
-import { createHash } from 'node:crypto';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import type { Readable } from 'node:stream';
@@ -40,6 +43,8 @@ import { checkConditions, normalizeEtag } from './fs.js';
 import { abortError, throwIfAborted, validateKey, validatePrefix, validateRange } from './keys.js';
 import type { GetOptions, GetResult, ListOptions, ObjectInfo, ObjectStore, PutOptions } from './object-store.js';
 import { Semaphore } from './semaphore.js';
+import { sha256Async } from '../util/sha256.js';
+import { S3DirectRequests } from './s3-direct.js';
 
 export interface S3Credentials {
   accessKeyId: string;
@@ -67,6 +72,13 @@ export interface S3ObjectStoreOptions {
   connectTimeoutMs?: number;
   /** How If-Match values are sent (default 'unquoted': see the file comment). */
   ifMatchQuoting?: 'unquoted' | 'quoted';
+  /**
+   * GET/PUT/HEAD as plain signed HTTP requests instead of through the SDK's
+   * middleware stack (s3-direct.ts). Default: on with a custom endpoint
+   * (off for AWS itself, whose endpoint rules only the SDK knows), unless the
+   * environment sets BLOCKGATE_S3_DIRECT=0.
+   */
+  directRequests?: boolean;
 }
 
 const DEFAULT_CONCURRENCY = 32;
@@ -81,6 +93,8 @@ export class S3ObjectStore implements ObjectStore {
   private readonly timeoutMs: number;
   private readonly quoteIfMatch: boolean;
   private readonly agents: Array<HttpAgent | HttpsAgent>;
+  /** The data path for get/put/head when directRequests is on. */
+  private readonly direct: S3DirectRequests | undefined;
   private closed = false;
 
   constructor(options: S3ObjectStoreOptions) {
@@ -113,6 +127,23 @@ export class S3ObjectStore implements ObjectStore {
     if (options.endpoint) config.endpoint = options.endpoint;
     if (options.credentials) config.credentials = { ...options.credentials };
     this.client = new S3Client(config);
+    const direct = options.directRequests ?? (options.endpoint !== undefined && process.env['BLOCKGATE_S3_DIRECT'] !== '0');
+    if (direct && options.endpoint) {
+      this.direct = new S3DirectRequests({
+        endpoint: options.endpoint,
+        bucket: this.bucket,
+        region: config.region as string,
+        forcePathStyle: options.forcePathStyle ?? false,
+        credentials: this.client.config.credentials,
+        httpAgent,
+        httpsAgent,
+      });
+    }
+  }
+
+  /** True when get/put/head bypass the SDK (see directRequests). */
+  get directRequests(): boolean {
+    return this.direct !== undefined;
   }
 
   /** Requests in flight / waiting for a slot (for metrics and tests). */
@@ -162,6 +193,13 @@ export class S3ObjectStore implements ObjectStore {
     }
     try {
       return await this.request(what, options.signal, async (signal) => {
+        const rangeHeader = range ? `bytes=${range.offset}-${range.offset + range.length - 1}` : undefined;
+        if (this.direct) {
+          const res = await this.direct.send('GET', this.full(key), rangeHeader ? { range: rangeHeader } : {}, undefined, undefined, signal);
+          const cl = res.headers['content-length'];
+          const body = await collect(res.body, cl !== undefined ? Number(cl) : undefined, signal, what);
+          return { body, etag: normalizeEtag(headerValue(res.headers.etag)), size: sizeFromContentRange(headerValue(res.headers['content-range'])) ?? body.length };
+        }
         const out = await this.client.send(
           new GetObjectCommand({
             Bucket: this.bucket,
@@ -172,12 +210,7 @@ export class S3ObjectStore implements ObjectStore {
         );
         const length = out.ContentLength;
         const body = await collect(out.Body as Readable | undefined, length, signal, what);
-        let size = body.length;
-        if (out.ContentRange) {
-          const m = /\/(\d+)\s*$/.exec(out.ContentRange);
-          if (m) size = Number(m[1]);
-        }
-        return { body, etag: normalizeEtag(out.ETag ?? ''), size };
+        return { body, etag: normalizeEtag(out.ETag ?? ''), size: sizeFromContentRange(out.ContentRange) ?? body.length };
       });
     } catch (err) {
       // Range starting at/after the end (416): the interface clamps, so answer an empty body.
@@ -192,6 +225,16 @@ export class S3ObjectStore implements ObjectStore {
   async head(key: string, options: { signal?: AbortSignal } = {}): Promise<ObjectInfo> {
     validateKey(key);
     return this.request(`head ${this.location}${key}`, options.signal, async (signal) => {
+      if (this.direct) {
+        const { headers } = await this.direct.send('HEAD', this.full(key), {}, undefined, undefined, signal);
+        const lastModified = headers['last-modified'] ? new Date(headers['last-modified']) : new Date(0);
+        return {
+          key,
+          size: Number(headers['content-length'] ?? 0),
+          etag: normalizeEtag(headerValue(headers.etag)),
+          lastModified: Number.isNaN(lastModified.getTime()) ? new Date(0) : lastModified,
+        };
+      }
       const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.full(key) }), { abortSignal: signal });
       return {
         key,
@@ -206,29 +249,44 @@ export class S3ObjectStore implements ObjectStore {
     validateKey(key);
     checkConditions(options);
     const what = `put ${this.location}${key}`;
-    const md5 = createHash('md5').update(body).digest();
     let ifMatch: string | undefined;
     if (options.ifMatch !== undefined) {
       const bare = normalizeEtag(options.ifMatch);
       ifMatch = this.quoteIfMatch ? `"${bare}"` : bare;
     }
     try {
-      return await this.request(what, options.signal, async (signal) => {
-        const out = await this.client.send(
-          new PutObjectCommand({
-            Bucket: this.bucket,
-            Key: this.full(key),
-            Body: body,
-            ContentLength: body.length,
-            ContentMD5: md5.toString('base64'),
-            ContentType: 'application/octet-stream',
-            ...(options.ifNoneMatch ? { IfNoneMatch: '*' } : {}),
-            ...(ifMatch !== undefined ? { IfMatch: ifMatch } : {}),
-          }),
-          { abortSignal: signal },
+      const payloadSha256 = (await sha256Async(body)).toString('hex');
+      const etag = await this.request(what, options.signal, async (signal) => {
+        if (this.direct) {
+          const headers: Record<string, string> = { 'content-type': 'application/octet-stream' };
+          if (options.ifNoneMatch) headers['if-none-match'] = '*';
+          if (ifMatch !== undefined) headers['if-match'] = ifMatch;
+          const res = await this.direct.send('PUT', this.full(key), headers, body, payloadSha256, signal);
+          const e = headerValue(res.headers.etag);
+          return e ? normalizeEtag(e) : undefined;
+        }
+        const command = new PutObjectCommand({
+          Bucket: this.bucket,
+          Key: this.full(key),
+          Body: body,
+          ContentLength: body.length,
+          ContentType: 'application/octet-stream',
+          ...(options.ifNoneMatch ? { IfNoneMatch: '*' } : {}),
+          ...(ifMatch !== undefined ? { IfMatch: ifMatch } : {}),
+        });
+        // The signer uses a payload hash already present instead of hashing the body itself.
+        command.middlewareStack.add(
+          (next) => (args) => {
+            (args.request as { headers: Record<string, string> }).headers['x-amz-content-sha256'] = payloadSha256;
+            return next(args);
+          },
+          { step: 'build', name: 'blockgatePayloadSha256' },
         );
-        return { etag: out.ETag ? normalizeEtag(out.ETag) : md5.toString('hex') };
+        const out = await this.client.send(command, { abortSignal: signal });
+        return out.ETag ? normalizeEtag(out.ETag) : undefined;
       });
+      // A server that answers without an ETag: ask for it (conditional puts need it).
+      return { etag: etag ?? (await this.head(key, options.signal ? { signal: options.signal } : {})).etag };
     } catch (err) {
       // AWS answers If-Match on a missing key with 404; the interface says PRECONDITION_FAILED.
       if (ifMatch !== undefined && isBlockgateError(err, ErrorCodes.OBJECT_NOT_FOUND)) {
@@ -337,6 +395,16 @@ async function collect(stream: Readable | undefined, length: number | undefined,
   } finally {
     signal.removeEventListener('abort', onAbort);
   }
+}
+
+function headerValue(v: string | string[] | undefined): string {
+  return Array.isArray(v) ? (v[0] ?? '') : (v ?? '');
+}
+
+/** The total size from a Content-Range such as "bytes 0-99/1234". */
+function sizeFromContentRange(contentRange: string | undefined): number | undefined {
+  const m = contentRange ? /\/(\d+)\s*$/.exec(contentRange) : null;
+  return m ? Number(m[1]) : undefined;
 }
 
 function truncated(what: string, why: string): BlockgateError {

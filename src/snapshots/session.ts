@@ -27,6 +27,7 @@ import {
   blockCount, blockHashFromDigest, encodeBlockObject, encodeRoot, encodeShard, isZero, keys, newSnapshotId, prefixes, sha256,
   type LineageStats, type ShardEntries, type ShardRef, type SnapshotRoot,
 } from './format.js';
+import { sha256Async } from '../util/sha256.js';
 import type { Family, SnapshotStore } from './snapshot-store.js';
 
 export interface StartOptions {
@@ -149,7 +150,7 @@ export class UploadSession {
    * block (overriding the parent) and stores nothing.
    */
   async putBlock(index: number, data: Buffer, checksum: string): Promise<void> {
-    const digest = sha256(data);
+    const digest = await sha256Async(data);
     if (digest.toString('base64') !== checksum) {
       throw new BlockgateError(ErrorCodes.CHECKSUM_MISMATCH, `snapshot ${this.id} block ${index}: data does not match the checksum given with it`, { details: { snapshot: this.id, index } });
     }
@@ -173,7 +174,7 @@ export class UploadSession {
         return;
       }
       const full = this.pad(data);
-      const hash = blockHashFromDigest(this.family.key, full === data ? digest : sha256(full));
+      const hash = blockHashFromDigest(this.family.key, full === data ? digest : await sha256Async(full));
       let pending = this.puts.get(hash);
       if (!pending) {
         pending = this.storeBlock(hash, full);

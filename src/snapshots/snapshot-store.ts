@@ -23,10 +23,11 @@ import { decodePayload, type CompressionMode } from './codec.js';
 import { mapBounded } from './bounded.js';
 import {
   DEFAULT_BLOCK_SIZE, DEFAULT_SHARD_BLOCKS, FORMAT_VERSION, SNAPSHOT_ID_RE,
-  blockCount, blockHashFromDigest, decodeBlockObject, decodeRoot, decodeShard, keys, parseFamily, prefixes, sha256,
+  blockCount, blockHashFromDigest, decodeBlockObject, decodeRoot, decodeShard, keys, parseFamily, prefixes,
   validateBlockSize, validateVolumeName,
   type FamilyObject, type ShardEntries, type SnapshotRoot,
 } from './format.js';
+import { sha256Async } from '../util/sha256.js';
 import { UploadSession, type StartOptions } from './session.js';
 
 export interface SnapshotStoreOptions {
@@ -281,7 +282,7 @@ export class SnapshotStore {
     const whereKey = (): string => `${where()}: block object ${keys.block(hash)}`;
     const { codec, plainLength, payload } = decodeBlockObject(body, whereKey);
     const plain = await decodePayload(codec, payload, plainLength, whereKey);
-    if (blockHashFromDigest(family.key, sha256(plain)) !== hash) {
+    if (blockHashFromDigest(family.key, await sha256Async(plain)) !== hash) {
       throw new BlockgateError(ErrorCodes.CHECKSUM_MISMATCH, `${whereKey()} fails its checksum (content does not match its address)`);
     }
     return plain;
@@ -304,7 +305,7 @@ export class SnapshotStore {
       if (plain.length < length) throw new BlockgateError(ErrorCodes.SNAPSHOT_CORRUPT, `snapshot ${id} block ${index}: block is shorter than the block size`);
       data = plain.length === length ? plain : plain.subarray(0, length);
     }
-    return { data, checksum: sha256(data).toString('base64'), zero: hash === null, hash };
+    return { data, checksum: (await sha256Async(data)).toString('base64'), zero: hash === null, hash };
   }
 
   /** EBS ListSnapshotBlocks: every non-zero block, ascending by index. */
@@ -360,8 +361,8 @@ export class SnapshotStore {
       const hb = await this.blockHashAt(rb, index);
       if (ha === null && hb === null) continue;
       if (ha === null || hb === null) { yield { index, first: ha, second: hb }; continue; }
-      const da = sha256(await this.readBlockObject(fa!, ha, () => `snapshot ${a} block ${index}`));
-      const db = sha256(await this.readBlockObject(fb!, hb, () => `snapshot ${b} block ${index}`));
+      const da = await sha256Async(await this.readBlockObject(fa!, ha, () => `snapshot ${a} block ${index}`));
+      const db = await sha256Async(await this.readBlockObject(fb!, hb, () => `snapshot ${b} block ${index}`));
       if (!da.equals(db)) yield { index, first: ha, second: hb };
     }
   }

@@ -21,7 +21,8 @@ import type { Stats } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { BlockgateError, ErrorCodes } from '../errors.js';
 import { WorkPool } from './bounded.js';
-import { blockCount, blockHashFromDigest, isZero, sha256, type SnapshotRoot } from './format.js';
+import { blockCount, blockHashFromDigest, isZero, type SnapshotRoot } from './format.js';
+import { sha256Async } from '../util/sha256.js';
 import type { SnapshotStore } from './snapshot-store.js';
 
 export interface TransferProgress {
@@ -56,6 +57,8 @@ export interface UploadResult {
 
 /** Image bytes read per call (a whole number of blocks at most block sizes). */
 const READ_CHUNK = 4 * 1024 * 1024;
+/** Blocks hashed ahead of the upload decision (thread-pool jobs in flight). */
+const HASH_AHEAD = 8;
 
 async function deviceSize(path: string, st: Stats, fh: FileHandle): Promise<number> {
   if (!st.isBlockDevice()) return st.size;
@@ -174,6 +177,31 @@ async function uploadBlocks(
   const agg = createHash('sha256');
   let changed = 0, zeros = 0, unchanged = 0, transferred = 0;
   const progress = (i: number): void => options.onProgress?.({ doneBytes: Math.min(size, i * bs), totalBytes: size, transferredBytes: transferred, changedBlocks: changed });
+  // Blocks read and being hashed on the thread pool, oldest first (at most HASH_AHEAD):
+  // hashing overlaps reading and uploading, and blocks are still decided in index
+  // order, which the aggregate checksum needs.
+  const ahead: Array<{ index: number; buf: Buffer; zero: boolean; digest: Promise<Buffer> | undefined }> = [];
+  const decide = async (b: (typeof ahead)[number]): Promise<void> => {
+    const { index, buf, zero } = b;
+    const parentHash = session.parent ? await session.parentBlockHash(index) : null;
+    if (zero) {
+      zeros++;
+      if (parentHash === null) { progress(index + 1); return; }
+    }
+    const digest = await (b.digest ?? sha256Async(buf));
+    if (!zero && parentHash !== null && session.hashOf(buf, digest) === parentHash) {
+      unchanged++;
+      progress(index + 1);
+      return;
+    }
+    agg.update(digest);
+    changed++;
+    await pool.push(async () => {
+      await session.putBlockWithDigest(index, buf, digest);
+      if (!zero) transferred += buf.length;
+    });
+    progress(index + 1);
+  };
   try {
     for (let i = 0; i < n; i++) {
       if (options.signal?.aborted) throw new BlockgateError(ErrorCodes.SHUTTING_DOWN, 'upload aborted');
@@ -181,25 +209,12 @@ async function uploadBlocks(
       const len = Math.min(bs, size - i * bs);
       const buf = await read(i, bs, len);
       const zero = isZero(buf);
-      const parentHash = session.parent ? await session.parentBlockHash(i) : null;
-      const digest = zero && parentHash === null ? undefined : sha256(buf);
-      if (zero) {
-        zeros++;
-        if (parentHash === null) { progress(i + 1); continue; }
-      } else if (parentHash !== null && session.hashOf(buf, digest) === parentHash) {
-        unchanged++;
-        progress(i + 1);
-        continue;
-      }
-      agg.update(digest!);
-      changed++;
-      const index = i;
-      await pool.push(async () => {
-        await session.putBlockWithDigest(index, buf, digest!);
-        if (!zero) transferred += len;
-      });
-      progress(i + 1);
+      const digest = zero ? undefined : sha256Async(buf);
+      digest?.catch(() => {}); // awaited by decide(); never an unhandled rejection meanwhile
+      ahead.push({ index: i, buf, zero, digest });
+      if (ahead.length >= HASH_AHEAD) await decide(ahead.shift()!);
     }
+    while (ahead.length > 0 && !pool.hasFailed) await decide(ahead.shift()!);
     await pool.drain();
     const root = await session.complete(changed, agg.digest('base64'));
     progress(n);
@@ -286,7 +301,7 @@ export async function downloadSnapshot(snaps: SnapshotStore, id: string, target:
               targetIsZero = isZero(cur);
               if (!targetIsZero && hash !== null) {
                 const full = len === bs ? cur : Buffer.concat([cur, Buffer.alloc(bs - len)]);
-                targetHash = blockHashFromDigest(family.key, sha256(full));
+                targetHash = blockHashFromDigest(family.key, await sha256Async(full));
               }
             }
           }

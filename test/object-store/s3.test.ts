@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import { createServer as createTcpServer, type Server as TcpServer } from 'node:net';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest';
 import { ErrorCodes } from '../../src/errors.js';
 import { CountingObjectStore } from '../../src/object-store/counting.js';
@@ -21,6 +21,14 @@ const rgwStore = (prefix: string, extra: Partial<ConstructorParameters<typeof S3
   new S3ObjectStore({ bucket, prefix, endpoint: s3.endpoint, region: s3.region, forcePathStyle: true, credentials: creds, ...extra });
 
 objectStoreCompliance('S3ObjectStore on Ceph RGW', async () => rgwStore(`t-${randomBytes(6).toString('hex')}`), { manyKeys: 1100 });
+
+// get/put/head through the AWS SDK instead of the direct signed requests (the
+// path used for AWS itself, and with BLOCKGATE_S3_DIRECT=0).
+objectStoreCompliance(
+  'S3ObjectStore on Ceph RGW, SDK data path',
+  async () => rgwStore(`sdk-${randomBytes(6).toString('hex')}`, { directRequests: false }),
+  { manyKeys: 1001 },
+);
 
 objectStoreCompliance(
   'openObjectStore(s3://…) on Ceph RGW (retry wrapper)',
@@ -57,6 +65,40 @@ describe('S3ObjectStore against Ceph RGW', () => {
     expect(counted.snapshot().put.requests).toBe(1);
     await s.close();
     await wrongSecret.close();
+  });
+
+  test('a custom endpoint uses the direct data path unless told otherwise', async () => {
+    const direct = rgwStore('path');
+    const sdk = rgwStore('path', { directRequests: false });
+    expect(direct.directRequests).toBe(true);
+    expect(sdk.directRequests).toBe(false);
+    expect(new S3ObjectStore({ bucket, region: 'us-east-1', credentials: creds }).directRequests).toBe(false);
+    await direct.close();
+    await sdk.close();
+  });
+
+  test('a put body that does not match its signed SHA-256 is refused by the server (why puts carry no Content-MD5)', async () => {
+    const { S3DirectRequests } = await import('../../src/object-store/s3-direct.js');
+    const { Agent } = await import('node:http');
+    const { Agent: HttpsAgent } = await import('node:https');
+    const agent = new Agent({ keepAlive: false });
+    const direct = new S3DirectRequests({
+      endpoint: s3.endpoint, bucket, region: s3.region, forcePathStyle: true,
+      credentials: async () => creds, httpAgent: agent, httpsAgent: new HttpsAgent(),
+    });
+    const body = randomBytes(100_000);
+    const signedFor = createHash('sha256').update(Buffer.concat([body.subarray(0, 99_999), Buffer.from([body[99_999]! ^ 1])])).digest('hex');
+    const err = await direct.send('PUT', 'integrity/k', {}, body, signedFor, AbortSignal.timeout(10_000)).then(() => undefined, (e: unknown) => e);
+    expect(err).toMatchObject({ $metadata: { httpStatusCode: 400 } });
+    expect((err as Error).name).toMatch(/SHA256Mismatch|BadDigest/);
+    // The object was not created.
+    const store = rgwStore('');
+    await expect(store.head('integrity/k')).rejects.toMatchObject({ code: ErrorCodes.OBJECT_NOT_FOUND });
+    // And the right hash is accepted.
+    await direct.send('PUT', 'integrity/k', {}, body, createHash('sha256').update(body).digest('hex'), AbortSignal.timeout(10_000));
+    expect((await store.get('integrity/k')).body.equals(body)).toBe(true);
+    await store.close();
+    agent.destroy();
   });
 
   test('missing bucket: STORE_BAD_REQUEST naming the bucket, not retryable', async () => {
@@ -111,8 +153,8 @@ describe('S3ObjectStore error mapping (fake servers)', () => {
     for (const sock of blackholeSockets) sock.destroy();
     await new Promise((r) => blackhole.close(r));
   });
-  const fake = (p = port, timeoutMs = 5000): S3ObjectStore =>
-    new S3ObjectStore({ bucket: 'b', endpoint: `http://127.0.0.1:${p}`, forcePathStyle: true, credentials: creds, timeoutMs });
+  const fake = (p = port, timeoutMs = 5000, directRequests = true): S3ObjectStore =>
+    new S3ObjectStore({ bucket: 'b', endpoint: `http://127.0.0.1:${p}`, forcePathStyle: true, credentials: creds, timeoutMs, directRequests });
 
   test.each([
     [503, 'SlowDown', ErrorCodes.STORE_THROTTLED, true],
@@ -128,10 +170,14 @@ describe('S3ObjectStore error mapping (fake servers)', () => {
     [400, 'RequestTimeout', ErrorCodes.STORE_TIMEOUT, true],
   ] as const)('HTTP %i %s -> %s (retryable %s)', async (status, code, want, retryable) => {
     reply = { status, code };
-    const s = fake();
-    await expect(s.get('k')).rejects.toMatchObject({ code: want, retryable });
-    await expect(s.put('k', Buffer.from('x'))).rejects.toMatchObject({ code: want, retryable });
-    await s.close();
+    for (const direct of [true, false]) {
+      const s = fake(port, 5000, direct);
+      await expect(s.get('k')).rejects.toMatchObject({ code: want, retryable });
+      await expect(s.put('k', Buffer.from('x'))).rejects.toMatchObject({ code: want, retryable });
+      // HEAD answers have no body, so only the status speaks.
+      await expect(s.head('k')).rejects.toMatchObject({ retryable: status >= 500 || status === 429 });
+      await s.close();
+    }
   });
 
   test('server that never answers: STORE_TIMEOUT after timeoutMs', async () => {
