@@ -3,6 +3,8 @@
 # fio's nbd engine (libnbd, one connection per job) against blockgate serving
 # a raw volume and a stored volume (write log on the same file system, store
 # on the local file system, uploader running). Rounds alternate the order.
+# Also prints the daemon's CPU time (all threads) per MiB written, which a noisy
+# host disturbs less than throughput.
 # Not a test. Usage: bench/stored-fio.sh   (ROUNDS=3 RUNTIME=8 SIZE=1GiB TESTS=...)
 # Target: stored >= 0.7x raw (docs/stored-volumes.md).
 set -euo pipefail
@@ -41,31 +43,38 @@ YAML
   cat "$WORK/$1/daemon.log" >&2; exit 1
 }
 
-runfio() { # TEST -> MiB/s
-  local rw bs qd
+ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+runfio() { # TEST -> "MiB/s CPU-ms-per-MiB" (daemon CPU, all threads, over the whole fio run incl. ramp)
+  local rw bs qd t0 t1 bw
   case $1 in
     seqwrite-1m) rw=write bs=1M qd=8 ;;
     randwrite-4k-qd32) rw=randwrite bs=4k qd=32 ;;
     *) echo "unknown test $1" >&2; exit 1 ;;
   esac
-  fio --name=b --ioengine=nbd --uri="nbd://127.0.0.1:$PORT/v" --rw=$rw --bs=$bs --iodepth=$qd --size="$SIZE" \
-      --time_based --runtime="$RUNTIME" --ramp_time=1 --output-format=json 2>/dev/null | sed -n "/^{/,\$p" | jq '.jobs[0].write.bw_bytes / 1048576'
+  t0=$(ticks)
+  bw=$(fio --name=b --ioengine=nbd --uri="nbd://127.0.0.1:$PORT/v" --rw=$rw --bs=$bs --iodepth=$qd --size="$SIZE" \
+      --time_based --runtime="$RUNTIME" --ramp_time=1 --output-format=json 2>/dev/null | sed -n "/^{/,\$p" | jq '.jobs[0].write.bw_bytes / 1048576')
+  t1=$(ticks)
+  echo "$bw $(echo "($t1 - $t0) * 1000 / $(getconf CLK_TCK) / ($bw * ($RUNTIME + 1))" | bc -l)"
 }
 
-declare -A R
+declare -A R C
 for round in $(seq 1 "$ROUNDS"); do
   order="raw stored"; (( round % 2 == 0 )) && order="stored raw"
   for test in $TESTS; do
     for mode in $order; do
-      start "$mode"; v=$(runfio "$test"); stop
+      start "$mode"; read -r v c < <(runfio "$test"); stop
       R[$test,$mode]="${R[$test,$mode]:-} $v"
-      printf '%s round %d %-18s %-6s %8.1f MiB/s\n' "$(date +%T)" "$round" "$test" "$mode" "$v" >&2
+      C[$test,$mode]="${C[$test,$mode]:-} $c"
+      printf '%s round %d %-18s %-6s %8.1f MiB/s %6.2f CPU-ms/MiB load %s\n' "$(date +%T)" "$round" "$test" "$mode" "$v" "$c" "$(cut -d' ' -f1 /proc/loadavg)" >&2
     done
   done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-printf '%-18s %10s %10s %7s\n' TEST RAW STORED RATIO
+printf '%-18s %10s %10s %7s %14s %14s\n' TEST RAW STORED RATIO RAW-CPUms/MiB STORED-CPUms/MiB
 for test in $TESTS; do
   r=$(echo "${R[$test,raw]}" | median); s=$(echo "${R[$test,stored]}" | median)
-  printf '%-18s %10.1f %10.1f %6.2fx\n' "$test" "$r" "$s" "$(echo "$s / $r" | bc -l)"
+  rc=$(echo "${C[$test,raw]}" | median); sc=$(echo "${C[$test,stored]}" | median)
+  printf '%-18s %10.1f %10.1f %6.2fx %14.2f %14.2f\n' "$test" "$r" "$s" "$(echo "$s / $r" | bc -l)" "$rc" "$sc"
 done
+echo "(medians of $ROUNDS rounds; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg))"

@@ -37,7 +37,7 @@ function addStoreOptions(cmd: Command): Command {
     .option('--access-key-id <id>', 'S3 access key id (default: AWS_ACCESS_KEY_ID)')
     .option('--secret-access-key <key>', 'S3 secret access key (default: AWS_SECRET_ACCESS_KEY)')
     .option('--path-style', 'use path-style S3 addressing (default when --endpoint is set)')
-    .option('--concurrency <n>', 'parallel object-store requests', '16')
+    .option('--concurrency <n>', 'parallel object-store requests', '32')
     .option('--json', 'machine-readable JSON output on stdout')
     .option('-v, --verbose', 'log to stderr');
 }
@@ -90,7 +90,7 @@ async function withStore<T>(flags: StoreFlags, fn: (snaps: SnapshotStore, store:
     ...(flags.pathStyle ? { forcePathStyle: true } : {}),
   };
   const store = await openObjectStore(flags.store, opts);
-  const concurrency = parseCount(flags.concurrency, 'concurrency', 16);
+  const concurrency = parseCount(flags.concurrency, 'concurrency', 32);
   try {
     return await fn(new SnapshotStore(store, { logger, concurrency }), store);
   } finally {

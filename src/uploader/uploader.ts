@@ -14,7 +14,7 @@
 // succeeding into the log meanwhile, until it is full) -> stopped.
 // Hooks let the snapshot coordinator name user snapshots and learn when their
 // roots are durable (or failed), and decide which superseded roots to keep.
-import { createHash } from 'node:crypto';
+import { sha256Async } from '../util/sha256.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { aggregateOf, type SnapshotRoot } from '../snapshots/index.js';
@@ -218,7 +218,7 @@ export class VolumeUploader {
       await this.pool.run(vol.name, blocks, async (index) => {
         if (this.stopped) throw new Error('uploader stopped');
         const data = await vol.blockAsOf(index, markerSeq, parent, covered.get(index) ?? false);
-        const digest = createHash('sha256').update(data).digest();
+        const digest = await sha256Async(data); // on the thread pool: the event loop keeps serving NBD
         const before = session.counters.uploadedBytes;
         await session.putBlockWithDigest(index, data, digest);
         digests.set(index, digest);
