@@ -29,6 +29,12 @@ export interface GetOptions {
   /** Read only this byte range (clamped at the object's end). */
   readonly range?: ByteRange;
   readonly signal?: AbortSignal;
+  /**
+   * A buffer the body may be read into when it fits (the result's body is then
+   * a view of it), so a caller that recycles buffers avoids one allocation per
+   * get. A hint: a store may ignore it. Not touched after get() settles.
+   */
+  readonly into?: Buffer;
 }
 
 export interface GetResult {

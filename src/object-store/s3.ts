@@ -197,7 +197,7 @@ export class S3ObjectStore implements ObjectStore {
         if (this.direct) {
           const res = await this.direct.send('GET', this.full(key), rangeHeader ? { range: rangeHeader } : {}, undefined, undefined, signal);
           const cl = res.headers['content-length'];
-          const body = await collect(res.body, cl !== undefined ? Number(cl) : undefined, signal, what);
+          const body = await collect(res.body, cl !== undefined ? Number(cl) : undefined, signal, what, options.into);
           return { body, etag: normalizeEtag(headerValue(res.headers.etag)), size: sizeFromContentRange(headerValue(res.headers['content-range'])) ?? body.length };
         }
         const out = await this.client.send(
@@ -209,7 +209,7 @@ export class S3ObjectStore implements ObjectStore {
           { abortSignal: signal },
         );
         const length = out.ContentLength;
-        const body = await collect(out.Body as Readable | undefined, length, signal, what);
+        const body = await collect(out.Body as Readable | undefined, length, signal, what, options.into);
         return { body, etag: normalizeEtag(out.ETag ?? ''), size: sizeFromContentRange(out.ContentRange) ?? body.length };
       });
     } catch (err) {
@@ -371,7 +371,7 @@ export class S3ObjectStore implements ObjectStore {
  * allocated once and chunks are copied into it; a short or long body is a
  * retryable STORE_UNAVAILABLE (the connection broke mid-body).
  */
-async function collect(stream: Readable | undefined, length: number | undefined, signal: AbortSignal, what: string): Promise<Buffer> {
+async function collect(stream: Readable | undefined, length: number | undefined, signal: AbortSignal, what: string, into?: Buffer): Promise<Buffer> {
   if (!stream) return Buffer.alloc(0);
   const onAbort = (): void => {
     stream.destroy(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
@@ -379,7 +379,7 @@ async function collect(stream: Readable | undefined, length: number | undefined,
   signal.addEventListener('abort', onAbort, { once: true });
   try {
     if (length !== undefined && length >= 0) {
-      const out = Buffer.allocUnsafe(length);
+      const out = into && into.length >= length ? into.subarray(0, length) : Buffer.allocUnsafe(length);
       let n = 0;
       for await (const chunk of stream as AsyncIterable<Buffer>) {
         if (n + chunk.length > length) throw truncated(what, `body longer than Content-Length ${length}`);

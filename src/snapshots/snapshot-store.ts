@@ -268,11 +268,16 @@ export class SnapshotStore {
     return entries.get(index % root.shardBlocks) ?? null;
   }
 
-  /** Fetches, decodes and verifies one block object. */
-  async readBlockObject(family: Family, hash: string, where: () => string, signal?: AbortSignal): Promise<Buffer> {
+  /**
+   * Fetches, decodes and verifies one block object. With `into` (at least
+   * BLOCK_HEADER + blockSize bytes) the body may be read into it and the
+   * result may be a view of it: the caller owns both and recycles `into` only
+   * when done with the result.
+   */
+  async readBlockObject(family: Family, hash: string, where: () => string, signal?: AbortSignal, into?: Buffer): Promise<Buffer> {
     let body: Buffer;
     try {
-      body = (await this.store.get(keys.block(hash), signal ? { signal } : undefined)).body;
+      body = (await this.store.get(keys.block(hash), { ...(signal ? { signal } : {}), ...(into ? { into } : {}) })).body;
     } catch (err) {
       if (isBlockgateError(err, ErrorCodes.OBJECT_NOT_FOUND)) {
         throw new BlockgateError(ErrorCodes.SNAPSHOT_CORRUPT, `${where()}: block object ${keys.block(hash)} is missing`);

@@ -104,6 +104,23 @@ export function objectStoreCompliance(name: string, factory: StoreFactory, optio
       await expect(s.get('r', { range: { offset: -1, length: 1 } })).rejects.toMatchObject({ code: ErrorCodes.INVALID_ARGUMENT });
     });
 
+    test('get with `into`: the right bytes whether the store reads into the buffer or not', async () => {
+      const s = await make();
+      const data = randomBytes(300_000);
+      await s.put('into', data);
+      const big = Buffer.alloc(400_000, 0xee);
+      const got = await s.get('into', { into: big });
+      expect(got.body.equals(data)).toBe(true);
+      // When the store used the buffer, the body is a view of its start.
+      if (got.body.buffer === big.buffer) expect(got.body.byteOffset).toBe(big.byteOffset);
+      const small = Buffer.alloc(1000, 0xee);
+      const got2 = await s.get('into', { into: small });
+      expect(got2.body.equals(data)).toBe(true);
+      expect(small.equals(Buffer.alloc(1000, 0xee))).toBe(true); // too small: not written
+      const ranged = await s.get('into', { range: { offset: 100, length: 5000 }, into: Buffer.alloc(8192) });
+      expect(ranged.body.equals(data.subarray(100, 5100))).toBe(true);
+    });
+
     test('get/head of a missing key: OBJECT_NOT_FOUND, not retryable', async () => {
       const s = await make();
       await expect(s.get('missing')).rejects.toMatchObject({ code: ErrorCodes.OBJECT_NOT_FOUND, retryable: false });

@@ -101,6 +101,19 @@ describe('S3ObjectStore against Ceph RGW', () => {
     agent.destroy();
   });
 
+  test('get reads into the caller\'s buffer when it fits, on both data paths', async () => {
+    for (const directRequests of [true, false]) {
+      const st = rgwStore(`into-${randomBytes(4).toString('hex')}`, { directRequests });
+      const data = randomBytes(200_000);
+      await st.put('k', data);
+      const into = Buffer.alloc(256 * 1024);
+      const got = await st.get('k', { into });
+      expect(got.body.equals(data)).toBe(true);
+      expect(got.body.buffer).toBe(into.buffer);
+      await st.close();
+    }
+  });
+
   test('missing bucket: STORE_BAD_REQUEST naming the bucket, not retryable', async () => {
     const s = new S3ObjectStore({ bucket: 'no-such-bucket-' + randomBytes(4).toString('hex'), endpoint: s3.endpoint, forcePathStyle: true, credentials: creds });
     await expect(s.get('k')).rejects.toMatchObject({ code: ErrorCodes.STORE_BAD_REQUEST, retryable: false });
