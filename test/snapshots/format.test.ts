@@ -1,4 +1,5 @@
 // Format codecs and the bounded work pool, without a store.
+import { crc32 as zlibCrc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, isBlockgateError } from '../../src/errors.js';
 import { WorkPool } from '../../src/snapshots/bounded.js';
@@ -74,6 +75,19 @@ describe('snapshot format v1', () => {
     z[199_999] = 1;
     expect(isZero(z)).toBe(false);
     expect(isZero(Buffer.alloc(0))).toBe(true);
+  });
+});
+
+describe('block object header CRC', () => {
+  it('is CRC-32 (IEEE, as zlib computes it) of the payload, so objects written by any version decode', () => {
+    for (const n of [0, 1, 4096, 512 * 1024 + 3]) {
+      const payload = prng(`crc-${n}`, n);
+      const body = encodeBlockObject(Codec.None, payload.length, payload);
+      expect(body.readUInt32BE(12)).toBe(zlibCrc32(payload) >>> 0);
+      expect(decodeBlockObject(body, () => 'x').payload.equals(payload)).toBe(true);
+      body[body.length - 1] = (body[body.length - 1] ?? 0) ^ (n > 0 ? 1 : 0);
+      if (n > 0) expect(() => decodeBlockObject(body, () => 'x')).toThrow(/CRC mismatch/);
+    }
   });
 });
 
