@@ -1,4 +1,4 @@
-// Chunk cache on-disk format (version 1): the slot file header and the index
+// Chunk cache on-disk format (version 2): the slot file header and the index
 // records. The only code that knows these byte layouts; docs/chunk-cache.md
 // describes them. Stateless.
 //
@@ -16,11 +16,18 @@
 
 import { crc32c } from '@node-rs/crc32';
 
-export const CACHE_FORMAT_VERSION = 1;
+/**
+ * 2: 4 KiB checksum units (1 had 64 KiB units: a 4 KiB read had to read and
+ * check 64 KiB). A cache of another version is reset to empty on open.
+ */
+export const CACHE_FORMAT_VERSION = 2;
 /** Slot file header size; slots start here (keeps slots 4 KiB aligned). */
 export const HEADER_BYTES = 4096;
-/** Checksum granularity: one CRC32C per 64 KiB (the smallest block size). */
-export const UNIT_BYTES = 64 * 1024;
+/**
+ * Checksum granularity: one CRC32C per 4 KiB, the size of a typical NBD read
+ * (a page), so a hit reads and checks only the pages it returns.
+ */
+export const UNIT_BYTES = 4 * 1024;
 export const META_KEY = 'm:header';
 export const ENTRY_PREFIX = 'e:';
 /** Upper bound of ENTRY_PREFIX keys, for range iteration. */
@@ -51,6 +58,17 @@ export function encodeHeader(blockSize: number, instanceId: Buffer): Buffer {
   instanceId.copy(b, 24, 0, 16);
   b.writeUInt32LE(crc32c(b.subarray(0, 40)) >>> 0, 40);
   return b;
+}
+
+/**
+ * The format version of a well-formed header (magic and header CRC good) of
+ * any version, else undefined: tells "written by another blockgate version"
+ * apart from damage.
+ */
+export function headerVersion(b: Buffer): number | undefined {
+  if (b.length < HEADER_USED || b.readUInt32LE(0) !== MAGIC) return undefined;
+  if ((crc32c(b.subarray(0, 40)) >>> 0) !== b.readUInt32LE(40)) return undefined;
+  return b.readUInt32LE(4);
 }
 
 /** The header, or a reason why this file cannot be trusted by this version. */
