@@ -8,6 +8,7 @@ import { CheckedDevice } from '../../src/block-device/checked-device.js';
 import type { CachedRuntime } from '../../src/volumes/cached/runtime.js';
 import type { CachedVolume } from '../../src/volumes/cached/cached-volume.js';
 import { KiB, MiB, fsStore, logger, pattern, runtime, tmp, until, volumeConfig } from './helpers.js';
+import { mulberry32 } from '../harness/prng.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -89,6 +90,43 @@ describe('cached volume: data path', () => {
     expect((await readAll(vol2, 16 * MiB)).equals(model)).toBe(true);
     expect(vol2.details().cache.hits).toBeGreaterThan(before);
     await shutdown(rt2);
+  });
+
+  it('small and unaligned reads (the single-block fast path) match a model: dirty, drained, after a new live root (seeded)', async () => {
+    const { dir, store } = await setup();
+    const rt = runtime(store, `${dir}/data`);
+    const cfg = volumeConfig(dir, 'v5', { readAheadBlocks: 0 });
+    const vol = await open(rt, cfg);
+    const model = Buffer.alloc(16 * MiB);
+    const rnd = mulberry32(51);
+    const check = async (what: string): Promise<void> => {
+      for (let n = 0; n < 300; n++) {
+        const len = rnd() < 0.7 ? 4096 : 1 + Math.floor(rnd() * 3 * 64 * KiB);
+        const off = rnd() < 0.7 ? 4096 * Math.floor(rnd() * (16 * MiB - len) / 4096) : Math.floor(rnd() * (16 * MiB - len));
+        const b = Buffer.alloc(len, 0xee);
+        await vol.read(b, off);
+        expect(b.equals(model.subarray(off, off + len)), `${what}: read ${off}+${len}`).toBe(true);
+      }
+    };
+    await vol.write(pattern(11, 6 * MiB), 0, { fua: false });
+    pattern(11, 6 * MiB).copy(model, 0);
+    await check('dirty (in the log)');
+    await drained(rt, 'v5');
+    await check('drained (cache and store)');
+    const hits = vol.details().cache.hits;
+    await check('drained, again');
+    expect(vol.details().cache.hits).toBeGreaterThan(hits);
+    // New data over old blocks: dirty again, then a new live root with new shards.
+    const root1 = vol.liveRoot!.id;
+    await vol.write(pattern(12, 100_000), 3 * MiB - 50_000, { fua: false });
+    pattern(12, 100_000).copy(model, 3 * MiB - 50_000);
+    await vol.write(pattern(13, 64 * KiB), 10 * MiB, { fua: false });
+    pattern(13, 64 * KiB).copy(model, 10 * MiB);
+    await check('dirty over cached blocks');
+    await drained(rt, 'v5');
+    expect(vol.liveRoot!.id).not.toBe(root1);
+    await check('after the new root');
+    await shutdown(rt);
   });
 
   it('unuploaded writes survive a reopen (from the log) and then upload', async () => {

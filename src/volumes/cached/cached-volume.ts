@@ -28,9 +28,10 @@ import { ChunkCache, ReadAhead, type ChunkCacheStats } from '../../chunk-cache/i
 import { Lease, defaultHolder, type LeaseHolder, type LeaseStatus, type TakeoverPolicy } from '../../fencing/lease.js';
 import type { ObjectStore } from '../../object-store/object-store.js';
 import { SnapshotStore, type Family, type SnapshotRoot } from '../../snapshots/index.js';
+import type { ShardEntries } from '../../snapshots/format.js';
 import { blockCount, blockHashFromDigest, sha256, validateBlockSize, DEFAULT_BLOCK_SIZE } from '../../snapshots/format.js';
 import { UploadLag } from '../../uploader/upload-lag.js';
-import { WriteLog } from '../../write-log/write-log.js';
+import { WriteLog, type DirtyPiece } from '../../write-log/write-log.js';
 import type { UploadableVolume } from '../../uploader/uploader.js';
 import { join } from 'node:path';
 import { loadLocalState, recordKey, type CachedVolumeRecord, type LiveRootRef, type LocalState } from './record.js';
@@ -74,6 +75,9 @@ export interface CachedVolumeDetails {
 }
 
 const MAX_REQUEST = 32 * 1024 * 1024;
+/** Shards kept in CachedVolume's memo (1024 blocks = 512 MiB of volume each at defaults). */
+const SHARD_MEMO = 16;
+const NO_PIECES: readonly DirtyPiece[] = Object.freeze([]);
 const EXTENT_BLOCKS = 256;
 
 export class CachedVolume implements BlockDevice {
@@ -91,6 +95,8 @@ export class CachedVolume implements BlockDevice {
   private readerWaiters: Array<() => void> = [];
   private readonly readAhead: ReadAhead | undefined;
   private readonly lag = new UploadLag();
+  /** The last SHARD_MEMO shards looked up (key → entries, FIFO), for synchronous hash lookups on the read path. */
+  private readonly shardMemo = new Map<string, ShardEntries>();
   readonly blocks: number;
   readonly view: UploadView;
 
@@ -231,7 +237,7 @@ export class CachedVolume implements BlockDevice {
   private endRead(g: number): void {
     const n = (this.readers.get(g) ?? 1) - 1;
     if (n === 0) this.readers.delete(g); else this.readers.set(g, n);
-    if (n === 0) for (const w of this.readerWaiters.splice(0)) w();
+    if (n === 0 && this.readerWaiters.length > 0) for (const w of this.readerWaiters.splice(0)) w();
   }
 
   /** Waits until no read that started before generation `g` is running. */
@@ -248,13 +254,18 @@ export class CachedVolume implements BlockDevice {
       const end = offset + target.length;
       const first = Math.floor(offset / bs);
       const last = Math.floor((end - 1) / bs);
-      const jobs: Array<Promise<void>> = [];
-      for (let i = first; i <= last; i++) {
-        const s = Math.max(offset, i * bs);
-        const e = Math.min(end, (i + 1) * bs);
-        jobs.push(this.readBlockRange(root, i, s, e, target.subarray(s - offset, e - offset)));
+      if (first === last) {
+        // Within one block (every 4 KiB request): no job array, no subarray, no Promise.all.
+        await this.readBlockRange(root, first, offset, end, target);
+      } else {
+        const jobs: Array<Promise<void>> = [];
+        for (let i = first; i <= last; i++) {
+          const s = Math.max(offset, i * bs);
+          const e = Math.min(end, (i + 1) * bs);
+          jobs.push(this.readBlockRange(root, i, s, e, target.subarray(s - offset, e - offset)));
+        }
+        await Promise.all(jobs);
       }
-      await Promise.all(jobs);
     } finally {
       this.endRead(g);
       this.leave();
@@ -263,11 +274,13 @@ export class CachedVolume implements BlockDevice {
 
   /** Bytes [s, e) of block i into `into`: base (cache/store/zeros) where the log does not cover, then the log on top. */
   private async readBlockRange(root: SnapshotRoot | null, i: number, s: number, e: number, into: Buffer): Promise<void> {
-    const pieces = this.log.lookup(s, e - s);
+    // No unreleased record (the log is drained): nothing dirty, skip the lookup and its allocations.
+    const pieces = this.log.newestSeq > this.log.releasedSeq ? this.log.lookup(s, e - s) : NO_PIECES;
     let covered = 0;
     for (const p of pieces) covered += p.length;
     if (covered < e - s) {
-      const hash = root ? await this.snaps.blockHashAt(root, i) : null;
+      let hash = root ? this.hashAt(root, i) : null;
+      if (typeof hash === 'object' && hash !== null) hash = await hash; // a shard not in the memo
       if (hash === null) {
         into.fill(0);
       } else {
@@ -277,6 +290,25 @@ export class CachedVolume implements BlockDevice {
       this.readAhead?.access(i);
     }
     if (pieces.length > 0) await this.log.readDirty(s, e - s, into);
+  }
+
+  /**
+   * Block i's hash in `root` (null: a zero block), as SnapshotStore.blockHashAt
+   * but synchronously when its shard is in the memo; otherwise the shard comes
+   * from SnapshotStore.readShard (its LRU, or the store) and is remembered.
+   * Shards are immutable (content-addressed), so a memo entry never goes
+   * stale when the live root moves.
+   */
+  private hashAt(root: SnapshotRoot, i: number): string | null | Promise<string | null> {
+    const ref = i < this.blocks ? root.shards[Math.floor(i / root.shardBlocks)] : undefined;
+    if (!ref) return null; // past the end, or an all-zero shard (as blockHashAt)
+    const entries = this.shardMemo.get(ref.k);
+    if (entries) return entries.get(i % root.shardBlocks) ?? null;
+    return this.snaps.readShard(ref.k, () => `snapshot ${root.id} block ${i}`).then((got) => {
+      if (this.shardMemo.size >= SHARD_MEMO) this.shardMemo.delete(this.shardMemo.keys().next().value!); // oldest first
+      this.shardMemo.set(ref.k, got);
+      return got.get(i % root.shardBlocks) ?? null;
+    });
   }
 
   private fetcher(root: SnapshotRoot, hash: string, i: number): () => Promise<Buffer> {
