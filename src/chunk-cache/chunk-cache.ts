@@ -72,6 +72,12 @@ export interface ChunkCacheOptions {
    * Default: $BLOCKGATE_RAW_NOWAIT_MAX (the raw volume's knob), else 64 KiB.
    */
   nowaitMax?: number;
+  /**
+   * Check slot reads that go to the thread pool there too (the native addon's
+   * preadVerify), keeping CRC32C work off the event loop. Default true when
+   * the addon is available; false (tests) checks them on the event loop.
+   */
+  nativeVerify?: boolean;
 }
 
 export const CACHE_DEFAULT_NOWAIT_MAX = 64 * 1024;
@@ -156,6 +162,10 @@ export class ChunkCache {
   private readonly maxPrefetches: number;
   /** 0 once RWF_NOWAIT turned out unsupported (or the addon is missing). */
   private nowaitMax: number;
+  /** Thread-pool slot reads are checked on the pool (native preadVerify), not on the event loop. */
+  private readonly nativeVerify: boolean;
+  /** fh's descriptor (fixed until close; no read starts after close begins). */
+  private readonly fd: number;
   private readonly entries = new Map<string, Entry>();
   /** Unpinned entries in access order (eviction candidates once ready). */
   private readonly lru: LRUCache<string, Entry>;
@@ -189,7 +199,10 @@ export class ChunkCache {
     this.log = (options.logger ?? silentLogger).child({ component: 'chunk-cache', dir: options.dir });
     this.maxPendingWrites = options.maxPendingWrites ?? 32;
     this.maxPrefetches = options.maxPrefetches ?? 16;
-    this.nowaitMax = native.nativeAvailable() ? options.nowaitMax ?? envInt('BLOCKGATE_RAW_NOWAIT_MAX') ?? CACHE_DEFAULT_NOWAIT_MAX : 0;
+    const hasNative = native.nativeAvailable();
+    this.nowaitMax = hasNative ? options.nowaitMax ?? envInt('BLOCKGATE_RAW_NOWAIT_MAX') ?? CACHE_DEFAULT_NOWAIT_MAX : 0;
+    this.nativeVerify = hasNative && (options.nativeVerify ?? true);
+    this.fd = fh.fd;
     // The bound is never reached (at most `slots` entries; we evict ourselves).
     // maxSize rather than max: max preallocates arrays of that length.
     this.lru = new LRUCache<string, Entry>({ maxSize: slots + 1, sizeCalculation: () => 1 });
@@ -265,9 +278,7 @@ export class ChunkCache {
   async read(key: string, fetch: Fetcher, target: Uint8Array, offsetInBlock = 0): Promise<number> {
     this.checkOpen();
     checkKey(key);
-    if (!Number.isSafeInteger(offsetInBlock) || offsetInBlock < 0 || offsetInBlock > this.blockSize) {
-      throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `offset ${offsetInBlock} is outside a ${this.blockSize}-byte block`);
-    }
+    this.checkOffset(offsetInBlock);
     const e = this.entries.get(key);
     if (e) {
       const n = Math.max(0, Math.min(target.length, e.size - offsetInBlock));
@@ -279,6 +290,31 @@ export class ChunkCache {
     this.c.misses++;
     const data = await this.fetchShared(key, fetch, false);
     return offsetInBlock >= data.length ? 0 : data.copy(target, 0, offsetInBlock);
+  }
+
+  /**
+   * read() for when the answer is at hand: copies block bytes into `target`
+   * as read() does and returns how many, but only if that can be done
+   * synchronously (a cached block whose bytes are in the page cache, read
+   * with RWF_NOWAIT and CRC-checked like every hit, or a block still held in
+   * memory); otherwise returns -1 having done nothing (not cached, not in the
+   * page cache, too large for the fast path, or damaged: then the entry is
+   * dropped), and the caller calls read(), which waits for the thread pool or
+   * a fetch. Saves the promise and its microtask hop on the hottest path.
+   */
+  readNow(key: string, target: Uint8Array, offsetInBlock = 0): number {
+    this.checkOpen();
+    checkKey(key);
+    this.checkOffset(offsetInBlock);
+    const e = this.entries.get(key);
+    if (!e) return -1;
+    const n = Math.max(0, Math.min(target.length, e.size - offsetInBlock));
+    if (e.data) { e.data.copy(target, 0, offsetInBlock, offsetInBlock + n); this.hit(e); return n; }
+    if (n > this.nowaitMax) return -1;
+    const dest = n === target.length ? target : target.subarray(0, n);
+    if (n > 0 && !this.readSlotNoWait(e, dest, offsetInBlock, this.slotParts(e, dest, offsetInBlock))) return -1;
+    this.hit(e);
+    return n;
   }
 
   /**
@@ -394,18 +430,22 @@ export class ChunkCache {
    * runs on the thread pool.
    */
   private readSlot(e: Entry, dest: Uint8Array, off: number): boolean | Promise<boolean> {
-    const len = dest.length;
-    if (len === 0) return true;
-    const end = off + len;
+    if (dest.length === 0) return true;
+    const parts = this.slotParts(e, dest, off);
+    return this.readSlotNoWait(e, dest, off, parts) ?? this.readSlotPool(e, parts ?? [{ pos: off, buf: dest, scratch: false }], dest, off);
+  }
+
+  /**
+   * How a slot read is split into whole units: undefined when [off, off +
+   * dest.length) is unit-aligned (the common case: NBD clients send
+   * page-aligned requests; no scratch, no array), else the parts: a scratch
+   * unit for a partly wanted head and/or tail unit, `dest` itself between.
+   */
+  private slotParts(e: Entry, dest: Uint8Array, off: number): Part[] | undefined {
+    const end = off + dest.length;
     const headCut = off % UNIT_BYTES !== 0;
     const tailCut = end % UNIT_BYTES !== 0 && end !== e.size; // a block's last unit may be short
-    if (!headCut && !tailCut) { // the common case (NBD clients send page-aligned requests): no scratch, no parts array
-      if (len <= this.nowaitMax && this.readNoWait(dest, this.slotOffset(e.slot) + off)) {
-        this.c.nowaitReads++;
-        return this.check(e, dest, off);
-      }
-      return this.readSlotPool(e, [{ pos: off, buf: dest, scratch: false }], dest, off);
-    }
+    if (!headCut && !tailCut) return undefined;
     const parts: Part[] = [];
     let midStart = off;
     let midEnd = end;
@@ -420,38 +460,63 @@ export class ChunkCache {
       midEnd = tail;
     }
     if (midStart < midEnd) parts.push({ pos: midStart, buf: dest.subarray(midStart - off, midEnd - off), scratch: false });
-    if (len <= this.nowaitMax) {
-      const base = this.slotOffset(e.slot);
-      let all = true;
-      for (const p of parts) if (!(all = this.readNoWait(p.buf, base + p.pos))) break;
-      if (all) {
-        this.c.nowaitReads++;
-        return this.checkParts(e, parts, dest, off);
-      }
+    return parts;
+  }
+
+  /**
+   * The RWF_NOWAIT attempt: true/false (read and checked: intact / entry
+   * dropped) when every part came from the page cache at once, undefined
+   * when the read needs the thread pool (nothing was started).
+   */
+  private readSlotNoWait(e: Entry, dest: Uint8Array, off: number, parts: Part[] | undefined): boolean | undefined {
+    if (dest.length > this.nowaitMax) return undefined;
+    const base = this.slotOffset(e.slot);
+    if (!parts) {
+      if (!this.readNoWait(dest, base + off)) return undefined;
+      this.c.nowaitReads++;
+      return this.check(e, dest, off);
     }
-    return this.readSlotPool(e, parts, dest, off);
+    for (const p of parts) if (!this.readNoWait(p.buf, base + p.pos)) return undefined;
+    this.c.nowaitReads++;
+    return this.checkParts(e, parts, dest, off);
   }
 
   private scratchUnit(e: Entry, pos: number): Part {
     return { pos, buf: Buffer.allocUnsafe(Math.min(UNIT_BYTES, e.size - pos)), scratch: true };
   }
 
-  /** The thread-pool path of readSlot: every part read by pread, then checked. */
+  /**
+   * The thread-pool path of readSlot: every part read and CRC-checked on the
+   * pool by the native addon's preadVerify (the event loop does no checksum
+   * work: a 512 KiB read costs it ~100 µs of CRC otherwise), or without the
+   * addon read by pread and checked here.
+   */
   private async readSlotPool(e: Entry, parts: Part[], dest: Uint8Array, off: number): Promise<boolean> {
     const base = this.slotOffset(e.slot);
     e.readers++;
     try {
+      let intact: boolean;
       try {
-        await this.track<unknown>(parts.length === 1
-          ? preadFull(this.fh, parts[0]!.buf, base + parts[0]!.pos)
-          : Promise.all(parts.map((p) => preadFull(this.fh, p.buf, base + p.pos))));
+        if (this.nativeVerify) {
+          const fd = this.fd;
+          const verify = (p: Part): Promise<number> => native.preadVerify(fd, p.buf as Buffer, 0, p.buf.length, base + p.pos, e.crcs, p.pos / UNIT_BYTES, UNIT_BYTES);
+          const bad = parts.length === 1 ? [await this.track(verify(parts[0]!))] : await this.track(Promise.all(parts.map(verify)));
+          intact = bad.every((u) => u < 0);
+        } else {
+          await this.track<unknown>(parts.length === 1
+            ? preadFull(this.fh, parts[0]!.buf, base + parts[0]!.pos)
+            : Promise.all(parts.map((p) => preadFull(this.fh, p.buf, base + p.pos))));
+          intact = parts.every((p) => unitsMatch(p.buf, e.crcs, p.pos / UNIT_BYTES));
+        }
       } catch (err) {
         this.c.readErrors++;
         this.log.warn('cache slot read failed; dropping the entry', { key: e.key, slot: e.slot, err });
         this.drop(e);
         return false;
       }
-      return this.checkParts(e, parts, dest, off);
+      if (!intact) return this.checksumFailed(e);
+      copyScratch(parts, dest, off);
+      return true;
     } finally {
       e.readers--;
       if (e.gone && e.readers === 0) this.releaseSlot(e);
@@ -461,19 +526,16 @@ export class ChunkCache {
   /** Checks every part's units, then copies scratch parts into `dest` (which holds block bytes from `off`). */
   private checkParts(e: Entry, parts: Part[], dest: Uint8Array, off: number): boolean {
     for (const p of parts) if (!this.check(e, p.buf, p.pos)) return false;
-    const end = off + dest.length;
-    for (const p of parts) {
-      if (!p.scratch) continue;
-      const from = Math.max(off, p.pos);
-      const to = Math.min(end, p.pos + p.buf.length);
-      dest.set(p.buf.subarray(from - p.pos, to - p.pos), from - off);
-    }
+    copyScratch(parts, dest, off);
     return true;
   }
 
   /** CRC check of whole units `buf` = block bytes from `pos` (unit-aligned); a mismatch drops the entry. */
   private check(e: Entry, buf: Uint8Array, pos: number): boolean {
-    if (unitsMatch(buf, e.crcs, pos / UNIT_BYTES)) return true;
+    return unitsMatch(buf, e.crcs, pos / UNIT_BYTES) || this.checksumFailed(e);
+  }
+
+  private checksumFailed(e: Entry): false {
     this.c.checksumFailures++;
     this.log.warn('cache slot fails its checksum; dropping the entry', { key: e.key, slot: e.slot });
     this.drop(e);
@@ -488,7 +550,7 @@ export class ChunkCache {
    */
   private readNoWait(buf: Uint8Array, position: number): boolean {
     try {
-      return native.preadNoWait(this.fh.fd, buf as Buffer, 0, buf.length, position) === buf.length;
+      return native.preadNoWait(this.fd, buf as Buffer, 0, buf.length, position) === buf.length;
     } catch (err) {
       if (native.hasErrorCode(err, ...native.UNSUPPORTED_CODES, 'EINVAL')) {
         this.nowaitMax = 0;
@@ -752,6 +814,12 @@ export class ChunkCache {
     this.log.info('chunk cache created', { slots: this.slots, blockSize: this.blockSize });
   }
 
+  private checkOffset(offsetInBlock: number): void {
+    if (!Number.isSafeInteger(offsetInBlock) || offsetInBlock < 0 || offsetInBlock > this.blockSize) {
+      throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `offset ${offsetInBlock} is outside a ${this.blockSize}-byte block`);
+    }
+  }
+
   private checkOpen(): void {
     if (this.closed) throw new BlockgateError(ErrorCodes.SHUTTING_DOWN, `chunk cache ${this.dir} is closed`);
   }
@@ -770,6 +838,17 @@ function envInt(name: string): number | undefined {
   if (v === undefined || v === '') return undefined;
   const n = Number(v);
   return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+}
+
+/** Copies the scratch parts' wanted bytes into `dest`, which holds block bytes from `off`. */
+function copyScratch(parts: Part[], dest: Uint8Array, off: number): void {
+  const end = off + dest.length;
+  for (const p of parts) {
+    if (!p.scratch) continue;
+    const from = Math.max(off, p.pos);
+    const to = Math.min(end, p.pos + p.buf.length);
+    dest.set(p.buf.subarray(from - p.pos, to - p.pos), from - off);
+  }
 }
 
 function checkKey(key: string): void {

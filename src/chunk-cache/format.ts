@@ -133,6 +133,8 @@ export function unitCrcs(data: Uint8Array): Uint32Array {
  * those units' bytes (the last unit of a block may be short).
  */
 export function unitsMatch(data: Uint8Array, crcs: Uint32Array, first: number): boolean {
+  if (data.length === 0) return true;
+  if (data.length <= UNIT_BYTES) return (crc32c(data) >>> 0) === crcs[first]; // one unit (a 4 KiB read): no subarray
   const count = unitCount(data.length);
   for (let i = 0; i < count; i++) {
     if ((crc32c(data.subarray(i * UNIT_BYTES, (i + 1) * UNIT_BYTES)) >>> 0) !== crcs[first + i]) return false;

@@ -43,6 +43,8 @@ interface Addon {
   fadvise(fd: number, offset: number, length: number, advice: number): Promise<void>;
   preadNoWait(fd: number, buffer: Buffer, bufOff: number, length: number, position: number): number;
   pwriteNoWait(fd: number, buffer: Buffer, bufOff: number, length: number, position: number): number;
+  preadVerify(fd: number, buffer: Buffer, bufOff: number, length: number, position: number, crcs: Uint32Array, firstUnit: number, unitBytes: number): Promise<number>;
+  crc32c(buffer: Buffer): number;
 }
 
 /** Error thrown by the addon: a Node-style system error. */
@@ -179,4 +181,22 @@ export function preadNoWait(fd: number, buffer: Buffer, bufOff: number, length: 
 /** SYNCHRONOUS pwritev2(RWF_NOWAIT): as preadNoWait, for writes (EOPNOTSUPP on e.g. ext4 buffered files). */
 export function pwriteNoWait(fd: number, buffer: Buffer, bufOff: number, length: number, position: number): number {
   return load().pwriteNoWait(fd, buffer, bufOff, length, position);
+}
+
+/**
+ * pread of all `length` bytes into buffer[bufOff..] (EIO at end of file),
+ * then CRC32C of each `unitBytes` unit of them (the last may be short)
+ * compared with crcs[firstUnit + i], all on the thread pool. Resolves -1 when
+ * every unit matches, else the index i of the first unit that does not.
+ * `buffer` and `crcs` are referenced until it settles; do not change them meanwhile.
+ */
+export function preadVerify(
+  fd: number, buffer: Buffer, bufOff: number, length: number, position: number, crcs: Uint32Array, firstUnit: number, unitBytes: number,
+): Promise<number> {
+  return load().preadVerify(fd, buffer, bufOff, length, position, crcs, firstUnit, unitBytes);
+}
+
+/** The addon's CRC32C (Castagnoli; same values as @node-rs/crc32's crc32c), synchronous; for tests. */
+export function crc32c(buffer: Buffer): number {
+  return load().crc32c(buffer);
 }

@@ -465,11 +465,39 @@ describe('ChunkCache: format v2 (4 KiB checksum units) and the RWF_NOWAIT fast p
     expect(t.equals(src.blocks.get('b1')!.subarray(7 * 4096, 8 * 4096))).toBe(true);
   });
 
-  it('without RWF_NOWAIT (nowaitMax 0) the thread-pool path detects the same damage', async () => {
+  it('readNow serves page-cache hits synchronously (CRC-checked) and otherwise returns -1 having done nothing', async () => {
+    const dir = tmp.make();
+    const src = new BlockSource();
+    src.fill(2, BIG, 36);
+    const want = src.blocks.get('b0')!;
+    const cache = await openCache({ dir, blockSize: BIG, capacityBytes: 4 * BIG });
+    const t = Buffer.alloc(4096);
+    expect(cache.readNow('b0', t, 0)).toBe(-1); // not cached: nothing fetched, nothing counted
+    expect(cache.stats()).toMatchObject({ hits: 0, misses: 0, fetches: 0 });
+    await cache.get('b0', src.fetcher('b0'));
+    await cache.flush();
+    expect(cache.readNow('b0', t, 3 * 4096)).toBe(4096);
+    expect(t.equals(want.subarray(3 * 4096, 4 * 4096))).toBe(true);
+    const odd = Buffer.alloc(5000);
+    expect(cache.readNow('b0', odd, 4096 * 10 + 77)).toBe(5000); // unaligned: head and tail scratch units
+    expect(odd.equals(want.subarray(4096 * 10 + 77, 4096 * 10 + 77 + 5000))).toBe(true);
+    expect(cache.readNow('b0', Buffer.alloc(128 * KiB), 0)).toBe(-1); // above nowaitMax: the pool's job
+    expect(cache.readNow('b0', t, BIG)).toBe(0); // at the end of the block
+    expect(cache.stats()).toMatchObject({ hits: 3, checksumFailures: 0 });
+    flipByte(join(dir, 'slots.dat'), HEADER_BYTES + 20 * 4096);
+    expect(cache.readNow('b0', t, 20 * 4096)).toBe(-1); // damaged: dropped, not served
+    expect(cache.stats().checksumFailures).toBe(1);
+    expect(cache.has('b0')).toBe(false);
+    expect(await cache.read('b0', src.fetcher('b0'), t, 20 * 4096)).toBe(4096); // the caller's fallback refetches
+    expect(t.equals(want.subarray(20 * 4096, 21 * 4096))).toBe(true);
+    await expect(async () => cache.readNow('b0', t, BIG + 1)).rejects.toMatchObject({ code: ErrorCodes.INVALID_ARGUMENT });
+  });
+
+  it.each([['checked on the pool (native preadVerify)', true], ['checked on the event loop', false]] as const)('without RWF_NOWAIT (nowaitMax 0) the thread-pool path detects the same damage (%s)', async (_how, nativeVerify) => {
     const dir = tmp.make();
     const src = new BlockSource();
     src.fill(1, BIG, 33);
-    const cache = await openCache({ dir, blockSize: BIG, capacityBytes: 4 * BIG, nowaitMax: 0 });
+    const cache = await openCache({ dir, blockSize: BIG, capacityBytes: 4 * BIG, nowaitMax: 0, nativeVerify });
     await cache.get('b0', src.fetcher('b0'));
     await cache.flush();
     flipByte(join(dir, 'slots.dat'), HEADER_BYTES + 100 * 4096 + 4095);
@@ -478,13 +506,21 @@ describe('ChunkCache: format v2 (4 KiB checksum units) and the RWF_NOWAIT fast p
     expect(await cache.read('b0', src.fetcher('b0'), t, 100 * 4096)).toBe(4096);
     expect(t.equals(src.blocks.get('b0')!.subarray(100 * 4096, 101 * 4096))).toBe(true);
     expect(cache.stats()).toMatchObject({ checksumFailures: 1, nowaitReads: 0, hits: 1, misses: 2 });
+    // Whole-block reads (always the pool): damage in the last unit is caught too.
+    await cache.flush();
+    flipByte(join(dir, 'slots.dat'), HEADER_BYTES + BIG - 1);
+    expect((await cache.get('b0', src.fetcher('b0'))).equals(src.blocks.get('b0')!)).toBe(true);
+    expect(cache.stats().checksumFailures).toBe(2);
+    expect(src.fetchesOf('b0')).toBe(3);
   });
 
-  it.each([['RWF_NOWAIT', undefined], ['thread pool', 0]] as const)('unaligned reads spanning units return the right bytes (%s, seeded)', async (_path, nowaitMax) => {
+  it.each([
+    ['RWF_NOWAIT', undefined, true], ['thread pool, native check', 0, true], ['thread pool, event-loop check', 0, false],
+  ] as const)('unaligned reads spanning units return the right bytes (%s, seeded)', async (_path, nowaitMax, nativeVerify) => {
     const dir = tmp.make();
     const src = new BlockSource();
     src.fill(2, BIG, 34, 2); // b1 is a short block (its last unit is partial)
-    const cache = await openCache({ dir, blockSize: BIG, capacityBytes: 4 * BIG, ...(nowaitMax !== undefined ? { nowaitMax } : {}) });
+    const cache = await openCache({ dir, blockSize: BIG, capacityBytes: 4 * BIG, nativeVerify, ...(nowaitMax !== undefined ? { nowaitMax } : {}) });
     for (const k of ['b0', 'b1']) await cache.get(k, src.fetcher(k));
     await cache.flush();
     const rnd = mulberry32(35);

@@ -255,8 +255,9 @@ export class CachedVolume implements BlockDevice {
       const first = Math.floor(offset / bs);
       const last = Math.floor((end - 1) / bs);
       if (first === last) {
-        // Within one block (every 4 KiB request): no job array, no subarray, no Promise.all.
-        await this.readBlockRange(root, first, offset, end, target);
+        // Within one block (every 4 KiB request): no job array, no subarray, no Promise.all,
+        // and a cache hit in the page cache is served without another promise.
+        if (!this.readBlockNow(root, first, offset, end, target)) await this.readBlockRange(root, first, offset, end, target);
       } else {
         const jobs: Array<Promise<void>> = [];
         for (let i = first; i <= last; i++) {
@@ -270,6 +271,27 @@ export class CachedVolume implements BlockDevice {
       this.endRead(g);
       this.leave();
     }
+  }
+
+  /**
+   * readBlockRange when it can be done synchronously: nothing dirty in the
+   * range, the block's shard in the memo, and the block a zero block or a
+   * cache hit that ChunkCache.readNow serves at once. False: nothing was
+   * done (apart from a damaged cache entry being dropped); use readBlockRange.
+   */
+  private readBlockNow(root: SnapshotRoot | null, i: number, s: number, e: number, into: Buffer): boolean {
+    if (this.log.newestSeq > this.log.releasedSeq && this.log.lookup(s, e - s).length > 0) return false;
+    const hash = root ? this.memoHash(root, i) : null;
+    if (hash === undefined) return false;
+    if (hash === null) {
+      into.fill(0);
+    } else {
+      const n = this.chunks.readNow(hash, into, s - i * this.blockSize);
+      if (n < 0) return false;
+      if (n < into.length) into.fill(0, n);
+    }
+    this.readAhead?.access(i);
+    return true;
   }
 
   /** Bytes [s, e) of block i into `into`: base (cache/store/zeros) where the log does not cover, then the log on top. */
@@ -300,15 +322,22 @@ export class CachedVolume implements BlockDevice {
    * stale when the live root moves.
    */
   private hashAt(root: SnapshotRoot, i: number): string | null | Promise<string | null> {
-    const ref = i < this.blocks ? root.shards[Math.floor(i / root.shardBlocks)] : undefined;
-    if (!ref) return null; // past the end, or an all-zero shard (as blockHashAt)
-    const entries = this.shardMemo.get(ref.k);
-    if (entries) return entries.get(i % root.shardBlocks) ?? null;
+    const known = this.memoHash(root, i);
+    if (known !== undefined) return known;
+    const ref = root.shards[Math.floor(i / root.shardBlocks)]!;
     return this.snaps.readShard(ref.k, () => `snapshot ${root.id} block ${i}`).then((got) => {
       if (this.shardMemo.size >= SHARD_MEMO) this.shardMemo.delete(this.shardMemo.keys().next().value!); // oldest first
       this.shardMemo.set(ref.k, got);
       return got.get(i % root.shardBlocks) ?? null;
     });
+  }
+
+  /** hashAt from the memo only: undefined when the block's shard is not in it. */
+  private memoHash(root: SnapshotRoot, i: number): string | null | undefined {
+    const ref = i < this.blocks ? root.shards[Math.floor(i / root.shardBlocks)] : undefined;
+    if (!ref) return null; // past the end, or an all-zero shard (as blockHashAt)
+    const entries = this.shardMemo.get(ref.k);
+    return entries === undefined ? undefined : entries.get(i % root.shardBlocks) ?? null;
   }
 
   private fetcher(root: SnapshotRoot, hash: string, i: number): () => Promise<Buffer> {
