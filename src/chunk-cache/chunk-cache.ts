@@ -23,7 +23,8 @@
 //     fetched again;
 //   - small slot reads (<= nowaitMax) first try preadv2(RWF_NOWAIT) on the
 //     event loop (page-cache hit: no thread-pool hop); anything short of the
-//     whole read goes to the thread pool. Nothing waits for a disk on the loop;
+//     whole read goes to the thread pool, where the native addon reads and
+//     CRC-checks it (preadVerify). Nothing waits for a disk on the loop;
 //   - index writes go through one ordered queue; an entry is put only after
 //     its slot write, and a slot is rewritten only after its previous entry's
 //     delete reached LevelDB, so a process kill at any point leaves every
@@ -500,12 +501,12 @@ export class ChunkCache {
         if (this.nativeVerify) {
           const fd = this.fd;
           const verify = (p: Part): Promise<number> => native.preadVerify(fd, p.buf as Buffer, 0, p.buf.length, base + p.pos, e.crcs, p.pos / UNIT_BYTES, UNIT_BYTES);
-          const bad = parts.length === 1 ? [await this.track(verify(parts[0]!))] : await this.track(Promise.all(parts.map(verify)));
+          const bad = parts.length === 1 ? [await this.track(verify(parts[0]!))] : await this.track(allDone(parts.map(verify)));
           intact = bad.every((u) => u < 0);
         } else {
           await this.track<unknown>(parts.length === 1
             ? preadFull(this.fh, parts[0]!.buf, base + parts[0]!.pos)
-            : Promise.all(parts.map((p) => preadFull(this.fh, p.buf, base + p.pos))));
+            : allDone(parts.map((p) => preadFull(this.fh, p.buf, base + p.pos))));
           intact = parts.every((p) => unitsMatch(p.buf, e.crcs, p.pos / UNIT_BYTES));
         }
       } catch (err) {
@@ -838,6 +839,18 @@ function envInt(name: string): number | undefined {
   if (v === undefined || v === '') return undefined;
   const n = Number(v);
   return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+}
+
+/**
+ * Promise.all that settles only when every promise has: a part that fails
+ * must not leave another part's pread still writing into the caller's
+ * buffer after we returned (the caller then fills it from a fetch).
+ */
+async function allDone<T>(ps: Array<Promise<T>>): Promise<T[]> {
+  const settled = await Promise.allSettled(ps);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<T>).value);
 }
 
 /** Copies the scratch parts' wanted bytes into `dest`, which holds block bytes from `off`. */

@@ -91,7 +91,10 @@ export class CachedVolume implements BlockDevice {
   private rootRef: LiveRootRef | null;
   /** Reads in progress per root generation. */
   private gen = 0;
-  private readonly readers = new Map<number, number>();
+  /** Reads in progress that started in the current generation (a plain counter: the hot path). */
+  private currentReaders = 0;
+  /** Reads in progress per older generation (left over when the root moved). */
+  private readonly olderReaders = new Map<number, number>();
   private readerWaiters: Array<() => void> = [];
   private readonly readAhead: ReadAhead | undefined;
   private readonly lag = new UploadLag();
@@ -230,19 +233,20 @@ export class CachedVolume implements BlockDevice {
 
   private beginRead(): number {
     const g = this.gen;
-    this.readers.set(g, (this.readers.get(g) ?? 0) + 1);
+    this.currentReaders++;
     return g;
   }
 
   private endRead(g: number): void {
-    const n = (this.readers.get(g) ?? 1) - 1;
-    if (n === 0) this.readers.delete(g); else this.readers.set(g, n);
+    if (g === this.gen) { this.currentReaders--; return; } // nobody waits for the current generation
+    const n = (this.olderReaders.get(g) ?? 1) - 1;
+    if (n === 0) this.olderReaders.delete(g); else this.olderReaders.set(g, n);
     if (n === 0 && this.readerWaiters.length > 0) for (const w of this.readerWaiters.splice(0)) w();
   }
 
   /** Waits until no read that started before generation `g` is running. */
   private async readersBefore(g: number): Promise<void> {
-    while ([...this.readers.keys()].some((k) => k < g)) await new Promise<void>((r) => this.readerWaiters.push(r));
+    while ([...this.olderReaders.keys()].some((k) => k < g)) await new Promise<void>((r) => this.readerWaiters.push(r));
   }
 
   async read(target: Buffer, offset: number): Promise<void> {
@@ -265,7 +269,9 @@ export class CachedVolume implements BlockDevice {
           const e = Math.min(end, (i + 1) * bs);
           jobs.push(this.readBlockRange(root, i, s, e, target.subarray(s - offset, e - offset)));
         }
-        await Promise.all(jobs);
+        // Wait for every block even when one fails: the caller reuses `target` once we settle.
+        const failed = (await Promise.allSettled(jobs)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (failed) throw failed.reason;
       }
     } finally {
       this.endRead(g);
@@ -502,6 +508,8 @@ export class CachedVolume implements BlockDevice {
       const root = await this.snaps.getRoot(ref.id);
       this.rootObj = root;
       this.rootRef = live;
+      if (this.currentReaders > 0) this.olderReaders.set(this.gen, this.currentReaders);
+      this.currentReaders = 0;
       const g = ++this.gen;
       await this.readersBefore(g);
     }
