@@ -211,6 +211,34 @@ describe('cached volume: faults and pressure', () => {
     await shutdown(rt);
   });
 
+  it('the log is released only after reads that started with the previous live root have finished', async () => {
+    const { dir, store, faults } = await setup({ faults: true });
+    const cfg = volumeConfig(dir, 'gen', { readAheadBlocks: 0 });
+    let rt = runtime(store, `${dir}/data`);
+    await open(rt, cfg);
+    await rt.volumes.get('gen')!.write(pattern(31, 64 * KiB), 0, { fua: true });
+    await drained(rt, 'gen');
+    await shutdown(rt);
+    rmSync(cfg.cache.dir, { recursive: true, force: true }); // block 0 must come from the store
+    rt = runtime(store, `${dir}/data`);
+    const vol = await open(rt, cfg);
+    const root1 = vol.liveRoot!.id;
+    faults!.addRule({ ops: ['get'], keyPrefix: 'blocks/', action: 'delay', latencyMs: 4000 });
+    let readDone = false;
+    const b = Buffer.alloc(4096);
+    const read = vol.read(b, 0).then(() => { readDone = true; }); // starts with root1, waits on the slow fetch
+    await vol.write(pattern(32, 4096), 10 * 64 * KiB, { fua: true }); // another block: its upload needs no fetch
+    await until(() => vol.liveRoot!.id !== root1, 30_000, 'new live root committed');
+    expect(readDone).toBe(false);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(vol.log.releasedSeq).toBeLessThan(vol.log.newestSeq); // held for the read of root1
+    await read;
+    expect(b.equals(pattern(31, 64 * KiB).subarray(0, 4096))).toBe(true);
+    await drained(rt, 'gen'); // then released
+    faults!.clearRules();
+    await shutdown(rt);
+  });
+
   it('working set 4x the cache: every byte verified, cache stays within its size', async () => {
     const { dir, store } = await setup();
     const rt = runtime(store, `${dir}/data`);
