@@ -12,7 +12,12 @@
 #   C. sequential writes (fio seqwrite-1m, RUNTIME s) into a cached volume
 #      whose write log (LOG_MIB) is smaller than what is written, so the
 #      uploader must keep up: fio's rate, and upload throughput/lag.
-# Usage: bench/cached-bench.sh   (ROUNDS=3 SIZE_MIB=256 RUNTIME=10 LOG_MIB=64 PARTS=ABC)
+# Usage: bench/cached-bench.sh   (ROUNDS=3 SIZE_MIB=256 RUNTIME=10 LOG_MIB=64 PARTS=ABC;
+#   PARTS=A runs only A, without the RGW; B and C always run together)
+# A also reports the daemon's CPU time per I/O (utime+stime of the whole
+# process from /proc/PID/stat over ramp + runtime, divided by fio's I/Os):
+# the number that shows per-request overhead independent of how busy the
+# shared host is.
 # RGW: S3_ENDPOINT + AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY when set, else a
 # private one from test/harness/ceph-rgw/start.sh (stopped on exit).
 set -euo pipefail
@@ -64,10 +69,18 @@ wait_drained() {
   log "not drained"; exit 1
 }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-fio_bw() { # URI ARGS... -> bytes/s
+daemon_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+fio_bw() { # URI ARGS... -> bytes/s; also appends the daemon's CPU µs per I/O to $WORK/cpu.last
   local uri=$1; shift
+  local t0 t1
+  t0=$(daemon_ticks)
   fio --name=b --ioengine=nbd --uri="$uri" --size="${SIZE_MIB}M" --time_based --runtime="$RUNTIME" --ramp_time=2 \
     --output-format=json --output="$WORK/fio.json" "$@" >/dev/null 2>&1
+  t1=$(daemon_ticks)
+  # CPU time of the whole daemon process (all threads) over ramp + runtime, per I/O at fio's rate.
+  jq --argjson cpu "$((t1 - t0))" --argjson hz "$(getconf CLK_TCK)" --argjson secs "$((RUNTIME + 2))" \
+    '([.jobs[] | (.read.iops + .write.iops)] | add) as $iops | if $iops > 0 then ($cpu / $hz) * 1e6 / ($iops * $secs) else 0 end' \
+    "$WORK/fio.json" >"$WORK/cpu.last"
   jq '[.jobs[] | (.read.bw_bytes + .write.bw_bytes)] | add' "$WORK/fio.json"
 }
 
@@ -97,21 +110,27 @@ wait_drained
 nbdcopy "nbd://127.0.0.1:$PORT/cached" null:
 for test in "seqread-1m:--rw=read --bs=1M --iodepth=8" "randread-4k-qd32:--rw=randread --bs=4k --iodepth=32"; do
   name=${test%%:*}; args=${test#*:}
-  : >"$WORK/a.raw"; : >"$WORK/a.cached"
+  : >"$WORK/a.raw"; : >"$WORK/a.cached"; : >"$WORK/c.raw"; : >"$WORK/c.cached"
   for r in $(seq 1 "$ROUNDS"); do
     for v in $( ((r % 2)) && echo "raw cached" || echo "cached raw"); do
       # shellcheck disable=SC2086
       fio_bw "nbd://127.0.0.1:$PORT/$v" $args >>"$WORK/a.$v"
+      cat "$WORK/cpu.last" >>"$WORK/c.$v"
     done
   done
   raw=$(median <"$WORK/a.raw"); cached=$(median <"$WORK/a.cached")
-  printf 'A %-18s raw %8.1f MiB/s  cached(hit) %8.1f MiB/s  ratio %.2f\n' "$name" "$(echo "$raw/1048576" | bc -l)" "$(echo "$cached/1048576" | bc -l)" "$(echo "$cached/$raw" | bc -l)"
+  printf 'A %-18s raw %8.1f MiB/s  cached(hit) %8.1f MiB/s  ratio %.2f   daemon CPU/IO raw %.1f us  cached %.1f us\n' "$name" \
+    "$(echo "$raw/1048576" | bc -l)" "$(echo "$cached/1048576" | bc -l)" "$(echo "$cached/$raw" | bc -l)" \
+    "$(median <"$WORK/c.raw")" "$(median <"$WORK/c.cached")"
+  echo "  runs (MiB/s) raw: $(awk '{printf "%.1f ", $1/1048576}' "$WORK/a.raw") cached: $(awk '{printf "%.1f ", $1/1048576}' "$WORK/a.cached")"
 done
 echo "A cache after: $(vstatus | jq -c '.details.cache | {hitRatio, bytesCached, misses}')"
 stop_daemon
 rm -rf "$WORK/store" "$WORK/cache" "$WORK/log" "$WORK/data" "$WORK/raw.img"
 fi
 
+# B and C share the RGW (and C overwrites B's volume): PARTS=A stops here.
+[[ $PARTS == *[BC]* ]] || exit 0
 # ------------------------------------------------------------ B: cold sequential read vs parallel GETs (RGW)
 if [ -z "${S3_ENDPOINT:-}" ]; then
   RGW_DIR=$(mktemp -d /tmp/blockgate-rgw.XXXXXX)

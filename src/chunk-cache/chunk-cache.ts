@@ -1,7 +1,7 @@
 // ChunkCache: hot snapshot blocks of cached volumes, kept in a local cache
 // directory (docs/chunk-cache.md): a sparse file of fixed-size slots (slot
 // size = block size) and a LevelDB index (block key → slot, size, last use,
-// per-64-KiB CRC32C). Blocks are immutable by key, so an entry is never stale;
+// per-4-KiB CRC32C). Blocks are immutable by key, so an entry is never stale;
 // it can only be missing or damaged.
 //
 // States of a key:
@@ -19,7 +19,12 @@
 //     and has no read of its slot in progress: pinned and writing entries are never evicted;
 //   - a slot is reused only after its entry has left the maps and its last reader finished;
 //   - every byte served from a slot was checked against the index's CRC32C
-//     first; a mismatch drops the entry and the block is fetched again;
+//     first, on that very read; a mismatch drops the entry and the block is
+//     fetched again;
+//   - small slot reads (<= nowaitMax) first try preadv2(RWF_NOWAIT) on the
+//     event loop (page-cache hit: no thread-pool hop); anything short of the
+//     whole read goes to the thread pool, where the native addon reads and
+//     CRC-checks it (preadVerify). Nothing waits for a disk on the loop;
 //   - index writes go through one ordered queue; an entry is put only after
 //     its slot write, and a slot is rewritten only after its previous entry's
 //     delete reached LevelDB, so a process kill at any point leaves every
@@ -37,10 +42,11 @@ import { Level } from 'level';
 import { LRUCache } from 'lru-cache';
 import { BlockgateError, ErrorCodes } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
+import * as native from '../native/index.js';
 import { validateBlockSize } from '../snapshots/format.js';
 import {
-  ENTRY_END, ENTRY_PREFIX, HEADER_BYTES, HEADER_USED, META_KEY, UNIT_BYTES,
-  decodeEntry, decodeHeader, encodeEntry, encodeHeader, unitCrcs, unitsMatch,
+  CACHE_FORMAT_VERSION, ENTRY_END, ENTRY_PREFIX, HEADER_BYTES, HEADER_USED, META_KEY, UNIT_BYTES,
+  decodeEntry, decodeHeader, encodeEntry, encodeHeader, headerVersion, unitCrcs, unitsMatch,
 } from './format.js';
 
 /** Produces the whole block (plaintext, at most blockSize bytes), e.g. SnapshotStore.readBlockObject. */
@@ -60,7 +66,22 @@ export interface ChunkCacheOptions {
   maxPrefetches?: number;
   /** How often last-use times are persisted (default 30 s; 0 = only on flush/close). */
   indexFlushMs?: number;
+  /**
+   * Slot reads up to this many bytes first try a non-blocking copy from the
+   * page cache on the event loop (preadv2 RWF_NOWAIT, as RawVolume does),
+   * skipping the thread-pool round trip on a page-cache hit; 0 disables.
+   * Default: $BLOCKGATE_RAW_NOWAIT_MAX (the raw volume's knob), else 64 KiB.
+   */
+  nowaitMax?: number;
+  /**
+   * Check slot reads that go to the thread pool there too (the native addon's
+   * preadVerify), keeping CRC32C work off the event loop. Default true when
+   * the addon is available; false (tests) checks them on the event loop.
+   */
+  nativeVerify?: boolean;
 }
+
+export const CACHE_DEFAULT_NOWAIT_MAX = 64 * 1024;
 
 export interface ChunkCacheStats {
   hits: number;
@@ -79,6 +100,8 @@ export interface ChunkCacheStats {
   evictions: number;
   /** Slot content that failed its CRC (entry dropped, block refetched). */
   checksumFailures: number;
+  /** Slot reads served from the page cache on the event loop (RWF_NOWAIT), without a thread-pool hop. */
+  nowaitReads: number;
   readErrors: number;
   writeErrors: number;
   indexErrors: number;
@@ -118,6 +141,14 @@ interface Flight {
   unclaimedPrefetch: boolean;
 }
 
+/** Part of a slot read: block bytes [pos, pos + buf.length), whole checksum units. */
+interface Part {
+  pos: number;
+  buf: Uint8Array;
+  /** buf is a scratch unit (an unaligned edge), copied into the caller's buffer after its check. */
+  scratch: boolean;
+}
+
 type IndexOp = { type: 'put'; key: string; value: Buffer } | { type: 'del'; key: string };
 
 const MAX_KEY_LENGTH = 1024;
@@ -130,6 +161,12 @@ export class ChunkCache {
   private readonly log: Logger;
   private readonly maxPendingWrites: number;
   private readonly maxPrefetches: number;
+  /** 0 once RWF_NOWAIT turned out unsupported (or the addon is missing). */
+  private nowaitMax: number;
+  /** Thread-pool slot reads are checked on the pool (native preadVerify), not on the event loop. */
+  private readonly nativeVerify: boolean;
+  /** fh's descriptor (fixed until close; no read starts after close begins). */
+  private readonly fd: number;
   private readonly entries = new Map<string, Entry>();
   /** Unpinned entries in access order (eviction candidates once ready). */
   private readonly lru: LRUCache<string, Entry>;
@@ -152,7 +189,7 @@ export class ChunkCache {
   private closing: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private readonly c = {
-    hits: 0, misses: 0, fetches: 0, fetchErrors: 0, evictions: 0, checksumFailures: 0, readErrors: 0,
+    hits: 0, misses: 0, fetches: 0, fetchErrors: 0, evictions: 0, checksumFailures: 0, nowaitReads: 0, readErrors: 0,
     writeErrors: 0, indexErrors: 0, insertsSkipped: 0, prefetchIssued: 0, prefetchUsed: 0, prefetchWasted: 0, resets: 0,
   };
 
@@ -163,6 +200,10 @@ export class ChunkCache {
     this.log = (options.logger ?? silentLogger).child({ component: 'chunk-cache', dir: options.dir });
     this.maxPendingWrites = options.maxPendingWrites ?? 32;
     this.maxPrefetches = options.maxPrefetches ?? 16;
+    const hasNative = native.nativeAvailable();
+    this.nowaitMax = hasNative ? options.nowaitMax ?? envInt('BLOCKGATE_RAW_NOWAIT_MAX') ?? CACHE_DEFAULT_NOWAIT_MAX : 0;
+    this.nativeVerify = hasNative && (options.nativeVerify ?? true);
+    this.fd = fh.fd;
     // The bound is never reached (at most `slots` entries; we evict ourselves).
     // maxSize rather than max: max preallocates arrays of that length.
     this.lru = new LRUCache<string, Entry>({ maxSize: slots + 1, sizeCalculation: () => 1 });
@@ -187,6 +228,9 @@ export class ChunkCache {
     const slots = Math.min(Math.floor(capacityBytes / blockSize), 0xffff_ffff);
     for (const [name, v] of [['maxPendingWrites', options.maxPendingWrites], ['maxPrefetches', options.maxPrefetches]] as const) {
       if (v !== undefined && !(Number.isSafeInteger(v) && v >= 1)) throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `chunk cache ${name} must be an integer >= 1, got ${v}`);
+    }
+    if (options.nowaitMax !== undefined && !(Number.isSafeInteger(options.nowaitMax) && options.nowaitMax >= 0)) {
+      throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `chunk cache nowaitMax must be an integer >= 0, got ${options.nowaitMax}`);
     }
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const log = (options.logger ?? silentLogger).child({ component: 'chunk-cache', dir });
@@ -218,7 +262,9 @@ export class ChunkCache {
     if (e) {
       if (e.data) { this.hit(e); return e.data; }
       const buf = Buffer.allocUnsafe(e.size);
-      if (await this.readSlot(e, buf, 0)) { this.hit(e); return buf; }
+      let ok = this.readSlot(e, buf, 0);
+      if (typeof ok !== 'boolean') ok = await ok;
+      if (ok) { this.hit(e); return buf; }
     }
     this.c.misses++;
     return this.fetchShared(key, fetch, false);
@@ -226,24 +272,50 @@ export class ChunkCache {
 
   /**
    * Copies block bytes from `offsetInBlock` into `target` (as many as fit, up to
-   * the block's end) and returns how many. A hit reads only the 64 KiB units it
-   * needs, straight into `target` when the range is unit-aligned.
+   * the block's end) and returns how many. A hit reads only the 4 KiB units it
+   * needs, straight into `target` (a scratch unit only for an unaligned edge),
+   * and checks each unit's CRC before returning.
    */
   async read(key: string, fetch: Fetcher, target: Uint8Array, offsetInBlock = 0): Promise<number> {
     this.checkOpen();
     checkKey(key);
-    if (!Number.isSafeInteger(offsetInBlock) || offsetInBlock < 0 || offsetInBlock > this.blockSize) {
-      throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `offset ${offsetInBlock} is outside a ${this.blockSize}-byte block`);
-    }
+    this.checkOffset(offsetInBlock);
     const e = this.entries.get(key);
     if (e) {
       const n = Math.max(0, Math.min(target.length, e.size - offsetInBlock));
       if (e.data) { e.data.copy(target, 0, offsetInBlock, offsetInBlock + n); this.hit(e); return n; }
-      if (await this.readSlot(e, target.subarray(0, n), offsetInBlock)) { this.hit(e); return n; }
+      let ok = this.readSlot(e, n === target.length ? target : target.subarray(0, n), offsetInBlock);
+      if (typeof ok !== 'boolean') ok = await ok; // no extra tick when served synchronously
+      if (ok) { this.hit(e); return n; }
     }
     this.c.misses++;
     const data = await this.fetchShared(key, fetch, false);
     return offsetInBlock >= data.length ? 0 : data.copy(target, 0, offsetInBlock);
+  }
+
+  /**
+   * read() for when the answer is at hand: copies block bytes into `target`
+   * as read() does and returns how many, but only if that can be done
+   * synchronously (a cached block whose bytes are in the page cache, read
+   * with RWF_NOWAIT and CRC-checked like every hit, or a block still held in
+   * memory); otherwise returns -1 having done nothing (not cached, not in the
+   * page cache, too large for the fast path, or damaged: then the entry is
+   * dropped), and the caller calls read(), which waits for the thread pool or
+   * a fetch. Saves the promise and its microtask hop on the hottest path.
+   */
+  readNow(key: string, target: Uint8Array, offsetInBlock = 0): number {
+    this.checkOpen();
+    checkKey(key);
+    this.checkOffset(offsetInBlock);
+    const e = this.entries.get(key);
+    if (!e) return -1;
+    const n = Math.max(0, Math.min(target.length, e.size - offsetInBlock));
+    if (e.data) { e.data.copy(target, 0, offsetInBlock, offsetInBlock + n); this.hit(e); return n; }
+    if (n > this.nowaitMax) return -1;
+    const dest = n === target.length ? target : target.subarray(0, n);
+    if (n > 0 && !this.readSlotNoWait(e, dest, offsetInBlock, this.slotParts(e, dest, offsetInBlock))) return -1;
+    this.hit(e);
+    return n;
   }
 
   /**
@@ -351,39 +423,142 @@ export class ChunkCache {
 
   /**
    * Reads [off, off + dest.length) of a ready entry into `dest` after checking
-   * the CRC of every unit it touches. False (entry dropped) on mismatch or I/O error.
+   * the CRC of every unit it touches; false (entry dropped) on mismatch or I/O
+   * error. Whole units are read straight into `dest`; a unit only partly
+   * wanted (an unaligned edge) goes through a one-unit scratch buffer. Up to
+   * nowaitMax bytes are first tried with RWF_NOWAIT: a page-cache hit is read
+   * and checked synchronously (a boolean, no promise); otherwise the read
+   * runs on the thread pool.
    */
-  private async readSlot(e: Entry, dest: Uint8Array, off: number): Promise<boolean> {
-    const len = dest.length;
-    if (len === 0) return true;
-    const first = Math.floor(off / UNIT_BYTES);
-    const spanStart = first * UNIT_BYTES;
-    const spanEnd = Math.min(Math.ceil((off + len) / UNIT_BYTES) * UNIT_BYTES, e.size);
-    const direct = spanStart === off && spanEnd === off + len;
-    const scratch = direct ? undefined : Buffer.allocUnsafe(spanEnd - spanStart);
-    const buf = scratch ?? dest;
+  private readSlot(e: Entry, dest: Uint8Array, off: number): boolean | Promise<boolean> {
+    if (dest.length === 0) return true;
+    const parts = this.slotParts(e, dest, off);
+    return this.readSlotNoWait(e, dest, off, parts) ?? this.readSlotPool(e, parts ?? [{ pos: off, buf: dest, scratch: false }], dest, off);
+  }
+
+  /**
+   * How a slot read is split into whole units: undefined when [off, off +
+   * dest.length) is unit-aligned (the common case: NBD clients send
+   * page-aligned requests; no scratch, no array), else the parts: a scratch
+   * unit for a partly wanted head and/or tail unit, `dest` itself between.
+   */
+  private slotParts(e: Entry, dest: Uint8Array, off: number): Part[] | undefined {
+    const end = off + dest.length;
+    const headCut = off % UNIT_BYTES !== 0;
+    const tailCut = end % UNIT_BYTES !== 0 && end !== e.size; // a block's last unit may be short
+    if (!headCut && !tailCut) return undefined;
+    const parts: Part[] = [];
+    let midStart = off;
+    let midEnd = end;
+    const head = off - (off % UNIT_BYTES);
+    if (headCut) {
+      parts.push(this.scratchUnit(e, head));
+      midStart = head + UNIT_BYTES;
+    }
+    if (tailCut) {
+      const tail = (end - 1) - ((end - 1) % UNIT_BYTES);
+      if (!headCut || tail !== head) parts.push(this.scratchUnit(e, tail)); // else the head unit holds it all
+      midEnd = tail;
+    }
+    if (midStart < midEnd) parts.push({ pos: midStart, buf: dest.subarray(midStart - off, midEnd - off), scratch: false });
+    return parts;
+  }
+
+  /**
+   * The RWF_NOWAIT attempt: true/false (read and checked: intact / entry
+   * dropped) when every part came from the page cache at once, undefined
+   * when the read needs the thread pool (nothing was started).
+   */
+  private readSlotNoWait(e: Entry, dest: Uint8Array, off: number, parts: Part[] | undefined): boolean | undefined {
+    if (dest.length > this.nowaitMax) return undefined;
+    const base = this.slotOffset(e.slot);
+    if (!parts) {
+      if (!this.readNoWait(dest, base + off)) return undefined;
+      this.c.nowaitReads++;
+      return this.check(e, dest, off);
+    }
+    for (const p of parts) if (!this.readNoWait(p.buf, base + p.pos)) return undefined;
+    this.c.nowaitReads++;
+    return this.checkParts(e, parts, dest, off);
+  }
+
+  private scratchUnit(e: Entry, pos: number): Part {
+    return { pos, buf: Buffer.allocUnsafe(Math.min(UNIT_BYTES, e.size - pos)), scratch: true };
+  }
+
+  /**
+   * The thread-pool path of readSlot: every part read and CRC-checked on the
+   * pool by the native addon's preadVerify (the event loop does no checksum
+   * work: a 512 KiB read costs it ~100 µs of CRC otherwise), or without the
+   * addon read by pread and checked here.
+   */
+  private async readSlotPool(e: Entry, parts: Part[], dest: Uint8Array, off: number): Promise<boolean> {
+    const base = this.slotOffset(e.slot);
     e.readers++;
     try {
+      let intact: boolean;
       try {
-        await this.track(preadFull(this.fh, buf, this.slotOffset(e.slot) + spanStart));
+        if (this.nativeVerify) {
+          const fd = this.fd;
+          const verify = (p: Part): Promise<number> => native.preadVerify(fd, p.buf as Buffer, 0, p.buf.length, base + p.pos, e.crcs, p.pos / UNIT_BYTES, UNIT_BYTES);
+          const bad = parts.length === 1 ? [await this.track(verify(parts[0]!))] : await this.track(allDone(parts.map(verify)));
+          intact = bad.every((u) => u < 0);
+        } else {
+          await this.track<unknown>(parts.length === 1
+            ? preadFull(this.fh, parts[0]!.buf, base + parts[0]!.pos)
+            : allDone(parts.map((p) => preadFull(this.fh, p.buf, base + p.pos))));
+          intact = parts.every((p) => unitsMatch(p.buf, e.crcs, p.pos / UNIT_BYTES));
+        }
       } catch (err) {
         this.c.readErrors++;
         this.log.warn('cache slot read failed; dropping the entry', { key: e.key, slot: e.slot, err });
         this.drop(e);
         return false;
       }
-      if (!unitsMatch(buf, e.crcs, first)) {
-        this.c.checksumFailures++;
-        this.log.warn('cache slot fails its checksum; dropping the entry', { key: e.key, slot: e.slot });
-        this.drop(e);
-        return false;
-      }
+      if (!intact) return this.checksumFailed(e);
+      copyScratch(parts, dest, off);
+      return true;
     } finally {
       e.readers--;
       if (e.gone && e.readers === 0) this.releaseSlot(e);
     }
-    scratch?.copy(dest, 0, off - spanStart, off - spanStart + len);
+  }
+
+  /** Checks every part's units, then copies scratch parts into `dest` (which holds block bytes from `off`). */
+  private checkParts(e: Entry, parts: Part[], dest: Uint8Array, off: number): boolean {
+    for (const p of parts) if (!this.check(e, p.buf, p.pos)) return false;
+    copyScratch(parts, dest, off);
     return true;
+  }
+
+  /** CRC check of whole units `buf` = block bytes from `pos` (unit-aligned); a mismatch drops the entry. */
+  private check(e: Entry, buf: Uint8Array, pos: number): boolean {
+    return unitsMatch(buf, e.crcs, pos / UNIT_BYTES) || this.checksumFailed(e);
+  }
+
+  private checksumFailed(e: Entry): false {
+    this.c.checksumFailures++;
+    this.log.warn('cache slot fails its checksum; dropping the entry', { key: e.key, slot: e.slot });
+    this.drop(e);
+    return false;
+  }
+
+  /**
+   * One synchronous preadv2(RWF_NOWAIT): true when it copied all of `buf`
+   * from the page cache. Anything else (EAGAIN, short, an error) is left to
+   * the thread-pool path, which retries and reports errors; EOPNOTSUPP /
+   * EINVAL (no RWF_NOWAIT here) turn the attempt off for good.
+   */
+  private readNoWait(buf: Uint8Array, position: number): boolean {
+    try {
+      return native.preadNoWait(this.fd, buf as Buffer, 0, buf.length, position) === buf.length;
+    } catch (err) {
+      if (native.hasErrorCode(err, ...native.UNSUPPORTED_CODES, 'EINVAL')) {
+        this.nowaitMax = 0;
+        this.log.debug('RWF_NOWAIT reads not supported here; slot reads use the thread pool', { err: err as Error });
+      }
+      return false;
+    }
   }
 
   private fetchShared(key: string, fetch: Fetcher, prefetch: boolean): Promise<Buffer> {
@@ -576,7 +751,14 @@ export class ChunkCache {
     const meta = await this.db.get(META_KEY);
     if (bytesRead === 0 && meta === undefined) return this.reset('new cache', false);
     const header = decodeHeader(head.subarray(0, bytesRead));
-    if (typeof header === 'string') return this.reset(`slot file: ${header}`, true);
+    if (typeof header === 'string') {
+      const version = headerVersion(head.subarray(0, bytesRead));
+      if (version !== undefined && version !== CACHE_FORMAT_VERSION) {
+        return this.reset(`the cache was written in format version ${version}; this blockgate uses version ${CACHE_FORMAT_VERSION} ` +
+          `(${UNIT_BYTES}-byte checksum units) and does not convert old caches: its blocks are dropped and fetched again from the store on use`, true);
+      }
+      return this.reset(`slot file: ${header}`, true);
+    }
     if (meta === undefined) return this.reset('index has no header', true);
     if (!head.equals(meta)) return this.reset('index and slot file belong to different caches', true);
     if (header.blockSize !== this.blockSize) return this.reset(`block size changed from ${header.blockSize} to ${this.blockSize}`, true);
@@ -622,7 +804,7 @@ export class ChunkCache {
    * two disagree and the next open resets again.
    */
   private async reset(reason: string, warn: boolean): Promise<void> {
-    if (warn) { this.c.resets++; this.log.warn('chunk cache reset: contents not trusted', { reason }); }
+    if (warn) { this.c.resets++; this.log.warn('chunk cache reset: starting empty (cold), previous contents not used', { reason }); }
     await this.db.clear();
     await this.fh.truncate(0);
     const header = encodeHeader(this.blockSize, randomBytes(16));
@@ -631,6 +813,12 @@ export class ChunkCache {
     await this.fh.datasync();
     await this.db.put(META_KEY, header, { sync: true });
     this.log.info('chunk cache created', { slots: this.slots, blockSize: this.blockSize });
+  }
+
+  private checkOffset(offsetInBlock: number): void {
+    if (!Number.isSafeInteger(offsetInBlock) || offsetInBlock < 0 || offsetInBlock > this.blockSize) {
+      throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `offset ${offsetInBlock} is outside a ${this.blockSize}-byte block`);
+    }
   }
 
   private checkOpen(): void {
@@ -642,6 +830,37 @@ export class ChunkCache {
       const what = Buffer.isBuffer(data) ? `${data.length} bytes` : typeof data;
       throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `block ${key}: got ${what}, expected a Buffer of at most the block size (${this.blockSize})`);
     }
+  }
+}
+
+/** BLOCKGATE_RAW_NOWAIT_MAX-style knob: a byte count >= 0, or undefined. */
+function envInt(name: string): number | undefined {
+  const v = process.env[name];
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+}
+
+/**
+ * Promise.all that settles only when every promise has: a part that fails
+ * must not leave another part's pread still writing into the caller's
+ * buffer after we returned (the caller then fills it from a fetch).
+ */
+async function allDone<T>(ps: Array<Promise<T>>): Promise<T[]> {
+  const settled = await Promise.allSettled(ps);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return settled.map((r) => (r as PromiseFulfilledResult<T>).value);
+}
+
+/** Copies the scratch parts' wanted bytes into `dest`, which holds block bytes from `off`. */
+function copyScratch(parts: Part[], dest: Uint8Array, off: number): void {
+  const end = off + dest.length;
+  for (const p of parts) {
+    if (!p.scratch) continue;
+    const from = Math.max(off, p.pos);
+    const to = Math.min(end, p.pos + p.buf.length);
+    dest.set(p.buf.subarray(from - p.pos, to - p.pos), from - off);
   }
 }
 

@@ -45,6 +45,8 @@ interface Addon {
   pwriteNoWait(fd: number, buffer: Buffer, bufOff: number, length: number, position: number): number;
   /** Absent when this Node does not export OpenSSL's SHA256. */
   sha256?(data: Uint8Array): Promise<Buffer>;
+  preadVerify(fd: number, buffer: Buffer, bufOff: number, length: number, position: number, crcs: Uint32Array, firstUnit: number, unitBytes: number): Promise<number>;
+  crc32c(buffer: Buffer): number;
 }
 
 /** Error thrown by the addon: a Node-style system error. */
@@ -194,4 +196,22 @@ export function nativeSha256(): ((data: Uint8Array) => Promise<Buffer>) | undefi
   } catch {
     return undefined;
   }
+}
+
+/**
+ * pread of all `length` bytes into buffer[bufOff..] (EIO at end of file),
+ * then CRC32C of each `unitBytes` unit of them (the last may be short)
+ * compared with crcs[firstUnit + i], all on the thread pool. Resolves -1 when
+ * every unit matches, else the index i of the first unit that does not.
+ * `buffer` and `crcs` are referenced until it settles; do not change them meanwhile.
+ */
+export function preadVerify(
+  fd: number, buffer: Buffer, bufOff: number, length: number, position: number, crcs: Uint32Array, firstUnit: number, unitBytes: number,
+): Promise<number> {
+  return load().preadVerify(fd, buffer, bufOff, length, position, crcs, firstUnit, unitBytes);
+}
+
+/** The addon's CRC32C (Castagnoli; same values as @node-rs/crc32's crc32c), synchronous; for tests. */
+export function crc32c(buffer: Buffer): number {
+  return load().crc32c(buffer);
 }

@@ -8,6 +8,7 @@ import { CheckedDevice } from '../../src/block-device/checked-device.js';
 import type { CachedRuntime } from '../../src/volumes/cached/runtime.js';
 import type { CachedVolume } from '../../src/volumes/cached/cached-volume.js';
 import { KiB, MiB, fsStore, logger, pattern, runtime, tmp, until, volumeConfig } from './helpers.js';
+import { mulberry32 } from '../harness/prng.js';
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -91,6 +92,43 @@ describe('cached volume: data path', () => {
     await shutdown(rt2);
   });
 
+  it('small and unaligned reads (the single-block fast path) match a model: dirty, drained, after a new live root (seeded)', async () => {
+    const { dir, store } = await setup();
+    const rt = runtime(store, `${dir}/data`);
+    const cfg = volumeConfig(dir, 'v5', { readAheadBlocks: 0 });
+    const vol = await open(rt, cfg);
+    const model = Buffer.alloc(16 * MiB);
+    const rnd = mulberry32(51);
+    const check = async (what: string): Promise<void> => {
+      for (let n = 0; n < 300; n++) {
+        const len = rnd() < 0.7 ? 4096 : 1 + Math.floor(rnd() * 3 * 64 * KiB);
+        const off = rnd() < 0.7 ? 4096 * Math.floor(rnd() * (16 * MiB - len) / 4096) : Math.floor(rnd() * (16 * MiB - len));
+        const b = Buffer.alloc(len, 0xee);
+        await vol.read(b, off);
+        expect(b.equals(model.subarray(off, off + len)), `${what}: read ${off}+${len}`).toBe(true);
+      }
+    };
+    await vol.write(pattern(11, 6 * MiB), 0, { fua: false });
+    pattern(11, 6 * MiB).copy(model, 0);
+    await check('dirty (in the log)');
+    await drained(rt, 'v5');
+    await check('drained (cache and store)');
+    const hits = vol.details().cache.hits;
+    await check('drained, again');
+    expect(vol.details().cache.hits).toBeGreaterThan(hits);
+    // New data over old blocks: dirty again, then a new live root with new shards.
+    const root1 = vol.liveRoot!.id;
+    await vol.write(pattern(12, 100_000), 3 * MiB - 50_000, { fua: false });
+    pattern(12, 100_000).copy(model, 3 * MiB - 50_000);
+    await vol.write(pattern(13, 64 * KiB), 10 * MiB, { fua: false });
+    pattern(13, 64 * KiB).copy(model, 10 * MiB);
+    await check('dirty over cached blocks');
+    await drained(rt, 'v5');
+    expect(vol.liveRoot!.id).not.toBe(root1);
+    await check('after the new root');
+    await shutdown(rt);
+  });
+
   it('unuploaded writes survive a reopen (from the log) and then upload', async () => {
     const { dir, store } = await setup();
     const cfg = volumeConfig(dir, 'v2', { uploadIntervalMs: 60_000 });
@@ -170,6 +208,34 @@ describe('cached volume: faults and pressure', () => {
     await drained(rt, 'out');
     rmSync(cfg.cache.dir, { recursive: true, force: true });
     expect((await readAll(vol, 16 * MiB)).equals(model)).toBe(true);
+    await shutdown(rt);
+  });
+
+  it('the log is released only after reads that started with the previous live root have finished', async () => {
+    const { dir, store, faults } = await setup({ faults: true });
+    const cfg = volumeConfig(dir, 'gen', { readAheadBlocks: 0 });
+    let rt = runtime(store, `${dir}/data`);
+    await open(rt, cfg);
+    await rt.volumes.get('gen')!.write(pattern(31, 64 * KiB), 0, { fua: true });
+    await drained(rt, 'gen');
+    await shutdown(rt);
+    rmSync(cfg.cache.dir, { recursive: true, force: true }); // block 0 must come from the store
+    rt = runtime(store, `${dir}/data`);
+    const vol = await open(rt, cfg);
+    const root1 = vol.liveRoot!.id;
+    faults!.addRule({ ops: ['get'], keyPrefix: 'blocks/', action: 'delay', latencyMs: 4000 });
+    let readDone = false;
+    const b = Buffer.alloc(4096);
+    const read = vol.read(b, 0).then(() => { readDone = true; }); // starts with root1, waits on the slow fetch
+    await vol.write(pattern(32, 4096), 10 * 64 * KiB, { fua: true }); // another block: its upload needs no fetch
+    await until(() => vol.liveRoot!.id !== root1, 30_000, 'new live root committed');
+    expect(readDone).toBe(false);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(vol.log.releasedSeq).toBeLessThan(vol.log.newestSeq); // held for the read of root1
+    await read;
+    expect(b.equals(pattern(31, 64 * KiB).subarray(0, 4096))).toBe(true);
+    await drained(rt, 'gen'); // then released
+    faults!.clearRules();
     await shutdown(rt);
   });
 

@@ -2,13 +2,14 @@
 // misses, failed fetches, restart warmth, corruption and header damage,
 // pins, prefetch accounting, argument errors. Blocks come from an in-memory
 // map that counts fetches; every byte returned is compared with the source.
-import { openSync, readSync, writeSync, closeSync, cpSync, rmSync, truncateSync, writeFileSync, readFileSync } from 'node:fs';
+import { openSync, readSync, writeSync, closeSync, cpSync, mkdirSync, rmSync, truncateSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32c } from '@node-rs/crc32';
 import { Level } from 'level';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ChunkCache, type ChunkCacheOptions } from '../../src/chunk-cache/index.js';
-import { HEADER_BYTES, META_KEY, UNIT_BYTES } from '../../src/chunk-cache/format.js';
+import { CACHE_FORMAT_VERSION, HEADER_BYTES, META_KEY, UNIT_BYTES } from '../../src/chunk-cache/format.js';
+import { Logger } from '../../src/log.js';
 import { ErrorCodes } from '../../src/errors.js';
 import { BlockSource, KiB, mulberry32, noFetch, tempDirs } from './helpers.js';
 
@@ -259,7 +260,7 @@ describe('ChunkCache: restart and damage', () => {
     }],
     ['format version from the future (both copies, valid CRC)', async (dir) => {
       const h = readFileSync(join(dir, 'slots.dat')).subarray(0, 44);
-      h.writeUInt32LE(2, 4);
+      h.writeUInt32LE(CACHE_FORMAT_VERSION + 1, 4);
       h.writeUInt32LE(crc32c(h.subarray(0, 40)) >>> 0, 40);
       const fd = openSync(join(dir, 'slots.dat'), 'r+');
       writeSync(fd, h, 0, h.length, 0);
@@ -388,6 +389,203 @@ describe('ChunkCache: prefetch accounting', () => {
     expect(cache.stats()).toMatchObject({ prefetchIssued: 4, prefetchUsed: 2, prefetchWasted: 2, prefetchInFlight: 0 });
   });
 });
+
+describe('ChunkCache: format v2 (4 KiB checksum units) and the RWF_NOWAIT fast path', () => {
+  const BIG = 512 * KiB; // the cached volumes' default block size: 128 units
+
+  it('writes format version 2 with 4 KiB CRC32C units (header and entry records)', async () => {
+    expect(CACHE_FORMAT_VERSION).toBe(2);
+    expect(UNIT_BYTES).toBe(4096);
+    const dir = tmp.make();
+    const src = new BlockSource();
+    src.fill(1, BIG, 30);
+    src.blocks.set('short', src.blocks.get('b0')!.subarray(0, BIG - 1000)); // a short last block: its last unit is 3096 bytes
+    const cache = await openCache({ dir, blockSize: BIG, capacityBytes: 4 * BIG });
+    await cache.get('b0', src.fetcher('b0'));
+    await cache.get('short', src.fetcher('short'));
+    await cache.close();
+    const h = readFileSync(join(dir, 'slots.dat')).subarray(0, 44);
+    expect({ version: h.readUInt32LE(4), headerBytes: h.readUInt32LE(8), blockSize: h.readUInt32LE(12), unit: h.readUInt32LE(16), algo: h.readUInt32LE(20) })
+      .toEqual({ version: 2, headerBytes: HEADER_BYTES, blockSize: BIG, unit: 4096, algo: 1 });
+    await withIndex(dir, async (db) => {
+      for (const k of ['b0', 'short']) {
+        const data = src.blocks.get(k)!;
+        const rec = (await db.get(`e:${k}`))!;
+        const n = Math.ceil(data.length / 4096);
+        expect(rec.length).toBe(16 + 4 * n);
+        expect(rec.readUInt32LE(4)).toBe(data.length);
+        for (let u = 0; u < n; u++) expect(rec.readUInt32LE(16 + 4 * u)).toBe(crc32c(data.subarray(u * 4096, (u + 1) * 4096)) >>> 0);
+      }
+    });
+  });
+
+  it('a version 1 cache (64 KiB units) is reset to an empty, cold cache with a clear warning, then refills', async () => {
+    const dir = tmp.make();
+    const src = new BlockSource();
+    const keys = src.fill(3, BS, 31);
+    await writeV1Cache(dir, BS, keys.map((k) => src.blocks.get(k)!), keys);
+    const lines: string[] = [];
+    const logger = new Logger({ level: 'info', write: (l) => { lines.push(l); } });
+    let cache = await openCache({ dir, logger });
+    expect(cache.stats()).toMatchObject({ resets: 1, entries: 0, bytesCached: 0 });
+    const warns = lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((r) => r.level === 'warn');
+    expect(warns).toHaveLength(1);
+    expect(warns[0]).toMatchObject({ component: 'chunk-cache', msg: expect.stringMatching(/reset.*empty \(cold\)/) });
+    expect(warns[0]!.reason).toMatch(/format version 1; this blockgate uses version 2 \(4096-byte checksum units\).*fetched again/);
+    // Cold: every block is fetched again (the old slots are never trusted), then warm across a reopen.
+    for (const k of keys) expect((await cache.get(k, src.fetcher(k))).equals(src.blocks.get(k)!)).toBe(true);
+    expect(src.total).toBe(3);
+    await cache.close();
+    cache = await openCache({ dir });
+    expect(cache.stats()).toMatchObject({ resets: 0, entries: 3 });
+    for (const k of keys) expect((await cache.get(k, noFetch(k))).equals(src.blocks.get(k)!)).toBe(true);
+  });
+
+  it('a 4 KiB hit is served through RWF_NOWAIT and a unit corrupted under the open cache is still detected on it', async () => {
+    const dir = tmp.make();
+    const src = new BlockSource();
+    src.fill(2, BIG, 32);
+    const cache = await openCache({ dir, blockSize: BIG, capacityBytes: 4 * BIG });
+    for (const k of ['b0', 'b1']) await cache.get(k, src.fetcher(k)); // slots 0 and 1, written through the page cache
+    await cache.flush();
+    const t = Buffer.alloc(4096);
+    const nowait0 = cache.stats().nowaitReads;
+    expect(await cache.read('b0', noFetch('b0'), t, 5 * 4096)).toBe(4096);
+    expect(t.equals(src.blocks.get('b0')!.subarray(5 * 4096, 6 * 4096))).toBe(true);
+    expect(cache.stats().nowaitReads).toBe(nowait0 + 1); // served synchronously from the page cache
+
+    flipByte(join(dir, 'slots.dat'), HEADER_BYTES + 7 * 4096 + 123); // b0, unit 7 (the page cache sees it at once)
+    expect(await cache.read('b0', noFetch('b0'), t, 6 * 4096)).toBe(4096); // unit 6: intact, still a hit
+    expect(await cache.read('b0', src.fetcher('b0'), t, 7 * 4096)).toBe(4096); // unit 7: detected, refetched
+    expect(t.equals(src.blocks.get('b0')!.subarray(7 * 4096, 8 * 4096))).toBe(true);
+    expect(cache.stats()).toMatchObject({ checksumFailures: 1, nowaitReads: nowait0 + 3 });
+    expect(src.fetchesOf('b0')).toBe(2);
+    expect(cache.has('b1')).toBe(true); // the neighbour slot is untouched
+    expect(await cache.read('b1', noFetch('b1'), t, 7 * 4096)).toBe(4096);
+    expect(t.equals(src.blocks.get('b1')!.subarray(7 * 4096, 8 * 4096))).toBe(true);
+  });
+
+  it('readNow serves page-cache hits synchronously (CRC-checked) and otherwise returns -1 having done nothing', async () => {
+    const dir = tmp.make();
+    const src = new BlockSource();
+    src.fill(2, BIG, 36);
+    const want = src.blocks.get('b0')!;
+    const cache = await openCache({ dir, blockSize: BIG, capacityBytes: 4 * BIG });
+    const t = Buffer.alloc(4096);
+    expect(cache.readNow('b0', t, 0)).toBe(-1); // not cached: nothing fetched, nothing counted
+    expect(cache.stats()).toMatchObject({ hits: 0, misses: 0, fetches: 0 });
+    await cache.get('b0', src.fetcher('b0'));
+    await cache.flush();
+    expect(cache.readNow('b0', t, 3 * 4096)).toBe(4096);
+    expect(t.equals(want.subarray(3 * 4096, 4 * 4096))).toBe(true);
+    const odd = Buffer.alloc(5000);
+    expect(cache.readNow('b0', odd, 4096 * 10 + 77)).toBe(5000); // unaligned: head and tail scratch units
+    expect(odd.equals(want.subarray(4096 * 10 + 77, 4096 * 10 + 77 + 5000))).toBe(true);
+    expect(cache.readNow('b0', Buffer.alloc(128 * KiB), 0)).toBe(-1); // above nowaitMax: the pool's job
+    expect(cache.readNow('b0', t, BIG)).toBe(0); // at the end of the block
+    expect(cache.stats()).toMatchObject({ hits: 3, checksumFailures: 0 });
+    flipByte(join(dir, 'slots.dat'), HEADER_BYTES + 20 * 4096);
+    expect(cache.readNow('b0', t, 20 * 4096)).toBe(-1); // damaged: dropped, not served
+    expect(cache.stats().checksumFailures).toBe(1);
+    expect(cache.has('b0')).toBe(false);
+    expect(await cache.read('b0', src.fetcher('b0'), t, 20 * 4096)).toBe(4096); // the caller's fallback refetches
+    expect(t.equals(want.subarray(20 * 4096, 21 * 4096))).toBe(true);
+    await expect(async () => cache.readNow('b0', t, BIG + 1)).rejects.toMatchObject({ code: ErrorCodes.INVALID_ARGUMENT });
+  });
+
+  it.each([['checked on the pool (native preadVerify)', true], ['checked on the event loop', false]] as const)('without RWF_NOWAIT (nowaitMax 0) the thread-pool path detects the same damage (%s)', async (_how, nativeVerify) => {
+    const dir = tmp.make();
+    const src = new BlockSource();
+    src.fill(1, BIG, 33);
+    const cache = await openCache({ dir, blockSize: BIG, capacityBytes: 4 * BIG, nowaitMax: 0, nativeVerify });
+    await cache.get('b0', src.fetcher('b0'));
+    await cache.flush();
+    flipByte(join(dir, 'slots.dat'), HEADER_BYTES + 100 * 4096 + 4095);
+    const t = Buffer.alloc(4096);
+    expect(await cache.read('b0', noFetch('b0'), t, 99 * 4096)).toBe(4096);
+    expect(await cache.read('b0', src.fetcher('b0'), t, 100 * 4096)).toBe(4096);
+    expect(t.equals(src.blocks.get('b0')!.subarray(100 * 4096, 101 * 4096))).toBe(true);
+    expect(cache.stats()).toMatchObject({ checksumFailures: 1, nowaitReads: 0, hits: 1, misses: 2 });
+    // Whole-block reads (always the pool): damage in the last unit is caught too.
+    await cache.flush();
+    flipByte(join(dir, 'slots.dat'), HEADER_BYTES + BIG - 1);
+    expect((await cache.get('b0', src.fetcher('b0'))).equals(src.blocks.get('b0')!)).toBe(true);
+    expect(cache.stats().checksumFailures).toBe(2);
+    expect(src.fetchesOf('b0')).toBe(3);
+  });
+
+  it.each([
+    ['RWF_NOWAIT', undefined, true], ['thread pool, native check', 0, true], ['thread pool, event-loop check', 0, false],
+  ] as const)('unaligned reads spanning units return the right bytes (%s, seeded)', async (_path, nowaitMax, nativeVerify) => {
+    const dir = tmp.make();
+    const src = new BlockSource();
+    src.fill(2, BIG, 34, 2); // b1 is a short block (its last unit is partial)
+    const cache = await openCache({ dir, blockSize: BIG, capacityBytes: 4 * BIG, nativeVerify, ...(nowaitMax !== undefined ? { nowaitMax } : {}) });
+    for (const k of ['b0', 'b1']) await cache.get(k, src.fetcher(k));
+    await cache.flush();
+    const rnd = mulberry32(35);
+    const cases: Array<[string, number, number]> = [
+      ['b0', 1, 10], ['b0', 4095, 2], ['b0', 4000, 4096], ['b0', 4096 + 7, 3 * 4096], ['b0', 100, 64 * KiB], ['b0', 3, 200 * KiB],
+      ['b0', BIG - 5000, 5000], ['b0', BIG - 10, 100], ['b1', 0, BIG], ['b1', 12345, BIG],
+    ];
+    for (let i = 0; i < 200; i++) {
+      const k = rnd() < 0.5 ? 'b0' : 'b1';
+      cases.push([k, Math.floor(rnd() * BIG), 1 + Math.floor(rnd() * (rnd() < 0.8 ? 3 * 4096 : 100 * KiB))]);
+    }
+    const before = cache.stats().nowaitReads;
+    expect(cache.stats().misses).toBe(2); // the two gets above
+    for (const [k, off, len] of cases) {
+      const want = src.blocks.get(k)!;
+      const t = Buffer.alloc(len, 0xee);
+      const n = await cache.read(k, noFetch(k), t, off);
+      const expected = Math.max(0, Math.min(len, want.length - off));
+      expect(n, `${k} @${off}+${len}`).toBe(expected);
+      expect(t.subarray(0, n).equals(want.subarray(off, off + n)), `${k} @${off}+${len}`).toBe(true);
+      expect(t.subarray(n).every((b) => b === 0xee), `${k} @${off}+${len}: bytes past the block untouched`).toBe(true);
+    }
+    expect(cache.stats()).toMatchObject({ checksumFailures: 0, misses: 2 });
+    if (nowaitMax === 0) expect(cache.stats().nowaitReads).toBe(before);
+    else expect(cache.stats().nowaitReads).toBeGreaterThan(before + 100); // the small ones (<= 64 KiB)
+
+    // Damage in an edge unit that an unaligned read only partly wants is still detected.
+    flipByte(join(dir, 'slots.dat'), HEADER_BYTES + 9 * 4096 + 4000); // b0 unit 9, outside the wanted bytes
+    const t = Buffer.alloc(4096);
+    expect(await cache.read('b0', src.fetcher('b0'), t, 8 * 4096 + 100)).toBe(4096); // wants 8..9 (9 only up to +100)
+    expect(t.equals(src.blocks.get('b0')!.subarray(8 * 4096 + 100, 9 * 4096 + 100))).toBe(true);
+    expect(cache.stats().checksumFailures).toBe(1);
+  });
+});
+
+/** A cache directory as format version 1 wrote it (64 KiB CRC units), holding `blocks` in slots 0.. with valid records. */
+async function writeV1Cache(dir: string, blockSize: number, blocks: Buffer[], keys: string[]): Promise<void> {
+  mkdirSync(dir, { recursive: true });
+  const h = Buffer.alloc(44);
+  h.writeUInt32LE(0x43434742, 0); // "BGCC"
+  h.writeUInt32LE(1, 4);
+  h.writeUInt32LE(4096, 8);
+  h.writeUInt32LE(blockSize, 12);
+  h.writeUInt32LE(64 * KiB, 16);
+  h.writeUInt32LE(1, 20);
+  Buffer.alloc(16, 7).copy(h, 24);
+  h.writeUInt32LE(crc32c(h.subarray(0, 40)) >>> 0, 40);
+  const file = Buffer.alloc(4096 + blocks.length * blockSize);
+  h.copy(file, 0);
+  blocks.forEach((b, i) => b.copy(file, 4096 + i * blockSize));
+  writeFileSync(join(dir, 'slots.dat'), file);
+  const db = new Level<string, Buffer>(join(dir, 'index'), { keyEncoding: 'utf8', valueEncoding: 'buffer' });
+  await db.open();
+  await db.put(META_KEY, h);
+  for (const [i, b] of blocks.entries()) {
+    const n = Math.ceil(b.length / (64 * KiB));
+    const rec = Buffer.alloc(16 + 4 * n);
+    rec.writeUInt32LE(i, 0);
+    rec.writeUInt32LE(b.length, 4);
+    rec.writeDoubleLE(i + 1, 8);
+    for (let u = 0; u < n; u++) rec.writeUInt32LE(crc32c(b.subarray(u * 64 * KiB, (u + 1) * 64 * KiB)) >>> 0, 16 + 4 * u);
+    await db.put(`e:${keys[i]}`, rec);
+  }
+  await db.close();
+}
 
 describe('ChunkCache: arguments and lifecycle', () => {
   it('a cache smaller than one block is a clear error', async () => {

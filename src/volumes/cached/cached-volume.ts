@@ -28,9 +28,10 @@ import { ChunkCache, ReadAhead, type ChunkCacheStats } from '../../chunk-cache/i
 import { Lease, defaultHolder, type LeaseHolder, type LeaseStatus, type TakeoverPolicy } from '../../fencing/lease.js';
 import type { ObjectStore } from '../../object-store/object-store.js';
 import { SnapshotStore, type Family, type SnapshotRoot } from '../../snapshots/index.js';
+import type { ShardEntries } from '../../snapshots/format.js';
 import { blockCount, blockHashFromDigest, sha256, validateBlockSize, DEFAULT_BLOCK_SIZE } from '../../snapshots/format.js';
 import { UploadLag } from '../../uploader/upload-lag.js';
-import { WriteLog } from '../../write-log/write-log.js';
+import { WriteLog, type DirtyPiece } from '../../write-log/write-log.js';
 import type { UploadableVolume } from '../../uploader/uploader.js';
 import { join } from 'node:path';
 import { loadLocalState, recordKey, type CachedVolumeRecord, type LiveRootRef, type LocalState } from './record.js';
@@ -74,6 +75,9 @@ export interface CachedVolumeDetails {
 }
 
 const MAX_REQUEST = 32 * 1024 * 1024;
+/** Shards kept in CachedVolume's memo (1024 blocks = 512 MiB of volume each at defaults). */
+const SHARD_MEMO = 16;
+const NO_PIECES: readonly DirtyPiece[] = Object.freeze([]);
 const EXTENT_BLOCKS = 256;
 
 export class CachedVolume implements BlockDevice {
@@ -87,10 +91,15 @@ export class CachedVolume implements BlockDevice {
   private rootRef: LiveRootRef | null;
   /** Reads in progress per root generation. */
   private gen = 0;
-  private readonly readers = new Map<number, number>();
+  /** Reads in progress that started in the current generation (a plain counter: the hot path). */
+  private currentReaders = 0;
+  /** Reads in progress per older generation (left over when the root moved). */
+  private readonly olderReaders = new Map<number, number>();
   private readerWaiters: Array<() => void> = [];
   private readonly readAhead: ReadAhead | undefined;
   private readonly lag = new UploadLag();
+  /** The last SHARD_MEMO shards looked up (key → entries, FIFO), for synchronous hash lookups on the read path. */
+  private readonly shardMemo = new Map<string, ShardEntries>();
   readonly blocks: number;
   readonly view: UploadView;
 
@@ -224,19 +233,20 @@ export class CachedVolume implements BlockDevice {
 
   private beginRead(): number {
     const g = this.gen;
-    this.readers.set(g, (this.readers.get(g) ?? 0) + 1);
+    this.currentReaders++;
     return g;
   }
 
   private endRead(g: number): void {
-    const n = (this.readers.get(g) ?? 1) - 1;
-    if (n === 0) this.readers.delete(g); else this.readers.set(g, n);
-    if (n === 0) for (const w of this.readerWaiters.splice(0)) w();
+    if (g === this.gen) { this.currentReaders--; return; } // nobody waits for the current generation
+    const n = (this.olderReaders.get(g) ?? 1) - 1;
+    if (n === 0) this.olderReaders.delete(g); else this.olderReaders.set(g, n);
+    if (n === 0 && this.readerWaiters.length > 0) for (const w of this.readerWaiters.splice(0)) w();
   }
 
   /** Waits until no read that started before generation `g` is running. */
   private async readersBefore(g: number): Promise<void> {
-    while ([...this.readers.keys()].some((k) => k < g)) await new Promise<void>((r) => this.readerWaiters.push(r));
+    while ([...this.olderReaders.keys()].some((k) => k < g)) await new Promise<void>((r) => this.readerWaiters.push(r));
   }
 
   async read(target: Buffer, offset: number): Promise<void> {
@@ -248,26 +258,57 @@ export class CachedVolume implements BlockDevice {
       const end = offset + target.length;
       const first = Math.floor(offset / bs);
       const last = Math.floor((end - 1) / bs);
-      const jobs: Array<Promise<void>> = [];
-      for (let i = first; i <= last; i++) {
-        const s = Math.max(offset, i * bs);
-        const e = Math.min(end, (i + 1) * bs);
-        jobs.push(this.readBlockRange(root, i, s, e, target.subarray(s - offset, e - offset)));
+      if (first === last) {
+        // Within one block (every 4 KiB request): no job array, no subarray, no Promise.all,
+        // and a cache hit in the page cache is served without another promise.
+        if (!this.readBlockNow(root, first, offset, end, target)) await this.readBlockRange(root, first, offset, end, target);
+      } else {
+        const jobs: Array<Promise<void>> = [];
+        for (let i = first; i <= last; i++) {
+          const s = Math.max(offset, i * bs);
+          const e = Math.min(end, (i + 1) * bs);
+          jobs.push(this.readBlockRange(root, i, s, e, target.subarray(s - offset, e - offset)));
+        }
+        // Wait for every block even when one fails: the caller reuses `target` once we settle.
+        const failed = (await Promise.allSettled(jobs)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        if (failed) throw failed.reason;
       }
-      await Promise.all(jobs);
     } finally {
       this.endRead(g);
       this.leave();
     }
   }
 
+  /**
+   * readBlockRange when it can be done synchronously: nothing dirty in the
+   * range, the block's shard in the memo, and the block a zero block or a
+   * cache hit that ChunkCache.readNow serves at once. False: nothing was
+   * done (apart from a damaged cache entry being dropped); use readBlockRange.
+   */
+  private readBlockNow(root: SnapshotRoot | null, i: number, s: number, e: number, into: Buffer): boolean {
+    if (this.log.newestSeq > this.log.releasedSeq && this.log.lookup(s, e - s).length > 0) return false;
+    const hash = root ? this.memoHash(root, i) : null;
+    if (hash === undefined) return false;
+    if (hash === null) {
+      into.fill(0);
+    } else {
+      const n = this.chunks.readNow(hash, into, s - i * this.blockSize);
+      if (n < 0) return false;
+      if (n < into.length) into.fill(0, n);
+    }
+    this.readAhead?.access(i);
+    return true;
+  }
+
   /** Bytes [s, e) of block i into `into`: base (cache/store/zeros) where the log does not cover, then the log on top. */
   private async readBlockRange(root: SnapshotRoot | null, i: number, s: number, e: number, into: Buffer): Promise<void> {
-    const pieces = this.log.lookup(s, e - s);
+    // No unreleased record (the log is drained): nothing dirty, skip the lookup and its allocations.
+    const pieces = this.log.newestSeq > this.log.releasedSeq ? this.log.lookup(s, e - s) : NO_PIECES;
     let covered = 0;
     for (const p of pieces) covered += p.length;
     if (covered < e - s) {
-      const hash = root ? await this.snaps.blockHashAt(root, i) : null;
+      let hash = root ? this.hashAt(root, i) : null;
+      if (typeof hash === 'object' && hash !== null) hash = await hash; // a shard not in the memo
       if (hash === null) {
         into.fill(0);
       } else {
@@ -277,6 +318,32 @@ export class CachedVolume implements BlockDevice {
       this.readAhead?.access(i);
     }
     if (pieces.length > 0) await this.log.readDirty(s, e - s, into);
+  }
+
+  /**
+   * Block i's hash in `root` (null: a zero block), as SnapshotStore.blockHashAt
+   * but synchronously when its shard is in the memo; otherwise the shard comes
+   * from SnapshotStore.readShard (its LRU, or the store) and is remembered.
+   * Shards are immutable (content-addressed), so a memo entry never goes
+   * stale when the live root moves.
+   */
+  private hashAt(root: SnapshotRoot, i: number): string | null | Promise<string | null> {
+    const known = this.memoHash(root, i);
+    if (known !== undefined) return known;
+    const ref = root.shards[Math.floor(i / root.shardBlocks)]!;
+    return this.snaps.readShard(ref.k, () => `snapshot ${root.id} block ${i}`).then((got) => {
+      if (this.shardMemo.size >= SHARD_MEMO) this.shardMemo.delete(this.shardMemo.keys().next().value!); // oldest first
+      this.shardMemo.set(ref.k, got);
+      return got.get(i % root.shardBlocks) ?? null;
+    });
+  }
+
+  /** hashAt from the memo only: undefined when the block's shard is not in it. */
+  private memoHash(root: SnapshotRoot, i: number): string | null | undefined {
+    const ref = i < this.blocks ? root.shards[Math.floor(i / root.shardBlocks)] : undefined;
+    if (!ref) return null; // past the end, or an all-zero shard (as blockHashAt)
+    const entries = this.shardMemo.get(ref.k);
+    return entries === undefined ? undefined : entries.get(i % root.shardBlocks) ?? null;
   }
 
   private fetcher(root: SnapshotRoot, hash: string, i: number): () => Promise<Buffer> {
@@ -441,6 +508,8 @@ export class CachedVolume implements BlockDevice {
       const root = await this.snaps.getRoot(ref.id);
       this.rootObj = root;
       this.rootRef = live;
+      if (this.currentReaders > 0) this.olderReaders.set(this.gen, this.currentReaders);
+      this.currentReaders = 0;
       const g = ++this.gen;
       await this.readersBefore(g);
     }
