@@ -30,6 +30,7 @@ import type { ObjectStore } from '../../object-store/object-store.js';
 import { SnapshotStore, type Family, type SnapshotRoot } from '../../snapshots/index.js';
 import type { ShardEntries } from '../../snapshots/format.js';
 import { blockCount, blockHashFromDigest, sha256, validateBlockSize, DEFAULT_BLOCK_SIZE } from '../../snapshots/format.js';
+import { sha256Async } from '../../util/sha256.js';
 import { UploadLag } from '../../uploader/upload-lag.js';
 import { WriteLog, type DirtyPiece } from '../../write-log/write-log.js';
 import type { UploadableVolume } from '../../uploader/uploader.js';
@@ -484,7 +485,7 @@ export class CachedVolume implements BlockDevice {
     }
     await this.log.readDirty(off, len, full, { asOf: markerSeq });
     if (len < bs) full.fill(0, len);
-    const hash = blockHashFromDigest(this.family.key, sha256(full));
+    const hash = blockHashFromDigest(this.family.key, await sha256Async(full));
     void this.chunks.put(hash, full).catch(() => undefined);
     return len === bs ? full : full.subarray(0, len);
   }
