@@ -63,6 +63,11 @@ export interface ObjectStore {
   readonly location: string;
   get(key: string, options?: GetOptions): Promise<GetResult>;
   head(key: string, options?: { signal?: AbortSignal }): Promise<ObjectInfo>;
+  /**
+   * Stores `body` under `key`. Once the promise has resolved, the store holds
+   * no reference to `body` (callers recycle the buffer); after a rejection it
+   * may still be reading it (a request abandoned mid-send).
+   */
   put(key: string, body: Buffer, options?: PutOptions): Promise<{ etag: string }>;
   delete(key: string, options?: { signal?: AbortSignal }): Promise<void>;
   list(prefix: string, options?: ListOptions): AsyncIterable<ObjectInfo>;

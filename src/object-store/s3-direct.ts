@@ -135,8 +135,13 @@ export class S3DirectRequests {
         headers: { ...signed.headers, 'user-agent': this.userAgent },
         signal,
       });
-      req.once('response', resolve);
-      req.once('error', reject);
+      req.once('response', (res: IncomingMessage) => {
+        // A response broken mid-body is seen by whoever reads it (or not at
+        // all, for drained HEAD/PUT answers); never an unhandled 'error'.
+        res.on('error', ignore);
+        resolve(res);
+      });
+      req.on('error', reject); // stays attached: a late second error is a no-op, not a crash
       req.end(body);
     });
     const status = res.statusCode ?? 0;
@@ -147,6 +152,8 @@ export class S3DirectRequests {
     throw await responseError(res, method, status);
   }
 }
+
+function ignore(): void {}
 
 /** RFC 3986 encoding of one path segment, as S3 canonicalises it. */
 function encodeSegment(s: string): string {

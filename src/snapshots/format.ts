@@ -139,8 +139,10 @@ export function parseFamily(body: Buffer, key: string): FamilyObject {
 const BLOCK_MAGIC = 0x42474231; // "BGB1"
 export const BLOCK_HEADER = 16;
 
-export function encodeBlockObject(codec: Codec, plainLength: number, payload: Buffer): Buffer {
-  const out = Buffer.allocUnsafe(BLOCK_HEADER + payload.length);
+/** The block object for `payload`; written into `into` (and a view of it returned) when it is large enough. */
+export function encodeBlockObject(codec: Codec, plainLength: number, payload: Buffer, into?: Buffer): Buffer {
+  const size = BLOCK_HEADER + payload.length;
+  const out = into && into.length >= size ? into.subarray(0, size) : Buffer.allocUnsafe(size);
   out.writeUInt32BE(BLOCK_MAGIC, 0);
   out.writeUInt8(FORMAT_VERSION, 4);
   out.writeUInt8(codec, 5);

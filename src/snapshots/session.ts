@@ -24,7 +24,7 @@ import { BlockgateError, ErrorCodes, isBlockgateError } from '../errors.js';
 import { Semaphore, mapBounded, sleep } from './bounded.js';
 import { encodePayload } from './codec.js';
 import {
-  blockCount, blockHashFromDigest, encodeBlockObject, encodeRoot, encodeShard, isZero, keys, newSnapshotId, prefixes, sha256,
+  BLOCK_HEADER, blockCount, blockHashFromDigest, encodeBlockObject, encodeRoot, encodeShard, isZero, keys, newSnapshotId, prefixes, sha256,
   type LineageStats, type ShardEntries, type ShardRef, type SnapshotRoot,
 } from './format.js';
 import { sha256Async } from '../util/sha256.js';
@@ -73,6 +73,12 @@ export class UploadSession {
   /** Hashes found already present and older than this session. */
   private readonly reused = new Set<string>();
   private readonly limiter: Semaphore;
+  /**
+   * Block object bodies whose put has completed, for reuse (one 512 KiB
+   * allocation per block costs page faults and GC work). At most one per
+   * limiter slot is ever outstanding, so the list stays that short.
+   */
+  private readonly spareBodies: Buffer[] = [];
   private inflight = 0;
   /**
    * Whether to HEAD a block before putting it (saves re-sending blocks that
@@ -212,13 +218,16 @@ export class UploadSession {
         }
       }
       const { codec, payload } = await encodePayload(plain, this.snaps.options.compression);
-      const body = encodeBlockObject(codec, plain.length, payload);
+      const buffer = this.spareBodies.pop() ?? Buffer.allocUnsafe(BLOCK_HEADER + this.blockSize);
+      const body = encodeBlockObject(codec, plain.length, payload, buffer);
       try {
         await store.put(key, body, { ifNoneMatch: '*' });
+        this.spareBodies.push(buffer); // the store is done with it once put() has succeeded
         this.stats.uploadedBytes += plain.length;
         this.stats.storedBytes += body.length;
         this.stats.uploadedBlocks++;
       } catch (err) {
+        // Not recycled on failure: a request that failed early may still be sending it.
         if (!isBlockgateError(err, ErrorCodes.PRECONDITION_FAILED)) throw err;
         // Already there: stored by a concurrent writer, or older (then it is "reused").
         this.stats.reusedBlocks++;

@@ -193,6 +193,34 @@ describe('S3ObjectStore error mapping (fake servers)', () => {
     }
   });
 
+  test('a connection cut mid-body: STORE_UNAVAILABLE (retryable) on both paths, for get, head and put answers', async () => {
+    // Answers 200 with a Content-Length of 100 000, sends 10 bytes, then resets the connection.
+    const cutter = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-length': '100000', etag: '"abc"' });
+        res.write(Buffer.alloc(10));
+        setTimeout(() => res.socket?.destroy(), 20);
+      });
+    });
+    await new Promise<void>((r) => cutter.listen(0, '127.0.0.1', r));
+    const cutPort = (cutter.address() as { port: number }).port;
+    try {
+      for (const direct of [true, false]) {
+        const s = fake(cutPort, 5000, direct);
+        await expect(s.get('k')).rejects.toMatchObject({ code: ErrorCodes.STORE_UNAVAILABLE, retryable: true });
+        // PUT/HEAD answers are drained, not read: the cut must not surface as an uncaught error.
+        await s.put('k', Buffer.from('x')).catch(() => undefined);
+        await s.head('k').catch(() => undefined);
+        await new Promise((r) => setTimeout(r, 100));
+        await s.close();
+      }
+    } finally {
+      cutter.closeAllConnections();
+      await new Promise((r) => cutter.close(r));
+    }
+  });
+
   test('server that never answers: STORE_TIMEOUT after timeoutMs', async () => {
     const s = fake(blackholePort, 300);
     const t0 = Date.now();
