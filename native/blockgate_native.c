@@ -409,6 +409,17 @@ bad: {
   }
 }
 
+/* The bytes of a Buffer (or Uint8Array) argument; throws a TypeError and returns 0 otherwise. */
+static int get_buffer_arg(napi_env env, napi_value v, void **data, size_t *len) {
+  bool is_buffer = false;
+  if (v != NULL) napi_is_buffer(env, v, &is_buffer);
+  if (!is_buffer || napi_get_buffer_info(env, v, data, len) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "buffer must be a Buffer or Uint8Array");
+    return 0;
+  }
+  return 1;
+}
+
 /* Parses (fd, [offset, [length, [arg]]]) per `nargs`, queues the work, returns the promise. */
 static napi_value start(napi_env env, napi_callback_info info, Op op, size_t nargs, const char *resource) {
   size_t argc = 4;
@@ -480,12 +491,7 @@ static napi_value nowait_io(napi_env env, napi_callback_info info, int is_write)
   if (!get_int64_arg(env, argv[0], "fd", 0, &fd)) return NULL;
   void *data = NULL;
   size_t blen = 0;
-  bool is_buffer = false;
-  napi_is_buffer(env, argv[1], &is_buffer);
-  if (!is_buffer || napi_get_buffer_info(env, argv[1], &data, &blen) != napi_ok) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "buffer must be a Buffer");
-    return NULL;
-  }
+  if (!get_buffer_arg(env, argv[1], &data, &blen)) return NULL;
   if (!get_int64_arg(env, argv[2], "bufOff", 0, &boff)) return NULL;
   if (!get_int64_arg(env, argv[3], "length", 0, &len)) return NULL;
   if (!get_int64_arg(env, argv[4], "position", 0, &pos)) return NULL;
@@ -519,12 +525,7 @@ static napi_value preadVerify(napi_env env, napi_callback_info info) {
   if (!get_int64_arg(env, argv[0], "fd", 0, &fd)) return NULL;
   void *data = NULL;
   size_t blen = 0;
-  bool is_buffer = false;
-  napi_is_buffer(env, argv[1], &is_buffer);
-  if (!is_buffer || napi_get_buffer_info(env, argv[1], &data, &blen) != napi_ok) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "buffer must be a Buffer");
-    return NULL;
-  }
+  if (!get_buffer_arg(env, argv[1], &data, &blen)) return NULL;
   if (!get_int64_arg(env, argv[2], "bufOff", 0, &boff)) return NULL;
   if (!get_int64_arg(env, argv[3], "length", 1, &len)) return NULL;
   if (!get_int64_arg(env, argv[4], "position", 0, &pos)) return NULL;
@@ -575,12 +576,7 @@ static napi_value crc32cSync(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   void *data = NULL;
   size_t blen = 0;
-  bool is_buffer = false;
-  if (argc >= 1) napi_is_buffer(env, argv[0], &is_buffer);
-  if (!is_buffer || napi_get_buffer_info(env, argv[0], &data, &blen) != napi_ok) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "buffer must be a Buffer");
-    return NULL;
-  }
+  if (!get_buffer_arg(env, argc >= 1 ? argv[0] : NULL, &data, &blen)) return NULL;
   napi_value result;
   napi_create_uint32(env, crc32c(data, blen), &result);
   return result;
@@ -629,12 +625,7 @@ static napi_value sha256(napi_env env, napi_callback_info info) {
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   void *data = NULL;
   size_t len = 0;
-  bool is_buffer = false;
-  if (argc >= 1) napi_is_buffer(env, argv[0], &is_buffer);
-  if (!is_buffer || napi_get_buffer_info(env, argv[0], &data, &len) != napi_ok) {
-    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "data must be a Buffer or Uint8Array");
-    return NULL;
-  }
+  if (!get_buffer_arg(env, argc >= 1 ? argv[0] : NULL, &data, &len)) return NULL;
   HashWork *h = calloc(1, sizeof *h);
   if (!h) { napi_throw_error(env, "ENOMEM", "out of memory"); return NULL; }
   h->data = data;
