@@ -68,6 +68,16 @@ wait_drained() {
   done
   log "not drained"; exit 1
 }
+# The cached volume under test (YAML list item), the same in every part.
+cached_volume_yaml() {
+  cat <<EOF
+  - name: cached
+    mode: cached
+    size: ${SIZE_MIB}MiB
+    cache: {dir: $WORK/cache, size: $((SIZE_MIB * 5 / 4))MiB}
+    writeLog: {dir: $WORK/log, size: $((SIZE_MIB * 2))MiB}
+EOF
+}
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 daemon_ticks() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
 fio_bw() { # URI ARGS... -> bytes/s; also appends the daemon's CPU µs per I/O to $WORK/cpu.last
@@ -99,11 +109,7 @@ volumes:
   - name: raw
     mode: raw
     disk: $WORK/raw.img
-  - name: cached
-    mode: cached
-    size: ${SIZE_MIB}MiB
-    cache: {dir: $WORK/cache, size: $((SIZE_MIB * 5 / 4))MiB}
-    writeLog: {dir: $WORK/log, size: $((SIZE_MIB * 2))MiB}
+$(cached_volume_yaml)
 EOF
 nbdcopy --flush "$IMG" "nbd://127.0.0.1:$PORT/cached"
 wait_drained
@@ -152,11 +158,7 @@ cold_cfg() {
   cat <<EOF
 $S3CFG
 volumes:
-  - name: cached
-    mode: cached
-    size: ${SIZE_MIB}MiB
-    cache: {dir: $WORK/cache, size: $((SIZE_MIB * 5 / 4))MiB}
-    writeLog: {dir: $WORK/log, size: $((SIZE_MIB * 2))MiB}
+$(cached_volume_yaml)
 EOF
 }
 start_daemon < <(cold_cfg)

@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { blockgateBin, repoRoot, tempDir } from '../harness/daemon.js';
+import { blockgateBin, logRecordReader, repoRoot, tempDir } from '../harness/daemon.js';
 
 export { tempDir };
 
@@ -73,17 +73,10 @@ function spawnLogged(args: string[], cwd: string): LoggedProcess {
   const child = spawn(process.execPath, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const recs: Array<Record<string, unknown>> = [];
-  let pending = '';
   const listeners = new Set<() => void>();
+  const readRecords = logRecordReader((text) => { out += text; }, (rec) => recs.push(rec));
   const onData = (chunk: Buffer): void => {
-    out += chunk.toString();
-    pending += chunk.toString();
-    let nl: number;
-    while ((nl = pending.indexOf('\n')) >= 0) {
-      const line = pending.slice(0, nl);
-      pending = pending.slice(nl + 1);
-      try { recs.push(JSON.parse(line) as Record<string, unknown>); } catch { /* not a record */ }
-    }
+    readRecords(chunk);
     for (const l of listeners) l();
   };
   child.stdout!.on('data', onData);

@@ -68,27 +68,17 @@ export async function startDaemon(config: Record<string, unknown>, options: Star
   const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
 
   const ready = new Promise<void>((res, rej) => {
-    let pending = '';
-    const onData = (chunk: Buffer): void => {
-      out += chunk.toString();
-      pending += chunk.toString();
-      let nl: number;
-      while ((nl = pending.indexOf('\n')) >= 0) {
-        const line = pending.slice(0, nl);
-        pending = pending.slice(nl + 1);
-        let rec: Record<string, unknown>;
-        try { rec = JSON.parse(line) as Record<string, unknown>; } catch { continue; }
-        if (rec.msg === 'listening') {
-          if (typeof rec.address === 'string') {
-            const i = rec.address.lastIndexOf(':');
-            host = rec.address.slice(0, i).replace(/^\[|\]$/g, '');
-            port ||= Number(rec.address.slice(i + 1));
-          }
-          if (typeof rec.unix === 'string') unixSocket ??= rec.unix;
+    const onData = logRecordReader((text) => { out += text; }, (rec) => {
+      if (rec.msg === 'listening') {
+        if (typeof rec.address === 'string') {
+          const i = rec.address.lastIndexOf(':');
+          host = rec.address.slice(0, i).replace(/^\[|\]$/g, '');
+          port ||= Number(rec.address.slice(i + 1));
         }
-        if (rec.msg === 'ready') res();
+        if (typeof rec.unix === 'string') unixSocket ??= rec.unix;
       }
-    };
+      if (rec.msg === 'ready') res();
+    });
     child.stdout!.on('data', onData);
     child.stderr!.on('data', onData);
     void exited.then((code) => rej(new Error(`blockgate exited (${code}) before ready:\n${out}`)));
@@ -107,5 +97,27 @@ export async function startDaemon(config: Record<string, unknown>, options: Star
     output: () => out,
     stop: async () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM'); return exited; },
     kill: async () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); await exited; },
+  };
+}
+
+/**
+ * A 'data' handler for a blockgate process's output: passes every chunk to
+ * `onText` and each complete line that parses as JSON (a structured log
+ * record) to `onRecord`.
+ */
+export function logRecordReader(onText: (text: string) => void, onRecord: (rec: Record<string, unknown>) => void): (chunk: Buffer) => void {
+  let pending = '';
+  return (chunk) => {
+    const text = chunk.toString();
+    onText(text);
+    pending += text;
+    let nl: number;
+    while ((nl = pending.indexOf('\n')) >= 0) {
+      const line = pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+      let rec: Record<string, unknown>;
+      try { rec = JSON.parse(line) as Record<string, unknown>; } catch { continue; }
+      onRecord(rec);
+    }
   };
 }

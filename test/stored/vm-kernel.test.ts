@@ -22,7 +22,7 @@ import { runOk } from '../harness/nbd-tools.js';
 import { buildInitramfs, describeRun, parseManifest, runGuest, taggedLines, vmSkipReason, type GuestResult } from '../harness/vm/index.js';
 
 const skip = vmSkipReason();
-const guestScript = join(import.meta.dirname, 'guest-stored-ext4.sh');
+const guestScript = join(import.meta.dirname, '..', 'vm', 'guest-ext4.sh');
 const SIZE = 256 << 20;
 const BOOT_TIMEOUT_MS = 240_000;
 // Files written by boot 1: small.txt, random.bin, zeros.bin, tree/f1..f200, sparse/r1..r40.
@@ -55,7 +55,9 @@ describe.skipIf(skip !== undefined)('stored volume: kernel NBD client in a VM, s
   };
   const serverLog = (): string => (daemon ? `\n--- daemon output (tail)\n${daemon.output().split('\n').slice(-40).join('\n')}` : '');
   const boot = async (mode: 'write' | 'verify', label: string): Promise<GuestResult> => {
-    const r = await runGuest({ port: daemon!.port, exportName: 'vm', script: guestScript, args: [mode], timeoutMs: BOOT_TIMEOUT_MS });
+    // "scattered": more data, spanning many 512 KiB store blocks.
+    const args = mode === 'write' ? [mode, 'scattered'] : [mode];
+    const r = await runGuest({ port: daemon!.port, exportName: 'vm', script: guestScript, args, timeoutMs: BOOT_TIMEOUT_MS });
     console.log(`vm ${label} boot: exit ${r.exitCode}, kernel boot ${r.bootSeconds ?? '?'} s (guest clock), wall ${r.wallMs} ms, accel ${r.accel}`);
     return r;
   };

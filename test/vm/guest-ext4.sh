@@ -1,11 +1,14 @@
 #!/bin/sh
 # Guest script (busybox sh, inside the VM of test/harness/vm): ext4 on the
 # Linux kernel NBD client, in two boots. DESTROYS the export's data.
-#   write   attach /dev/nbd0, mkfs.ext4, mount, write files of known content
+#   write [scattered]
+#           attach /dev/nbd0, mkfs.ext4, mount, write files of known content
 #           and a checksum manifest (MANIFEST.sha256, inside the filesystem),
-#           sync, re-read uncached, umount, e2fsck -f, detach
+#           sync, re-read uncached, umount, e2fsck -f, detach. "scattered"
+#           adds data spanning many 512 KiB store blocks: random.bin grows
+#           from 16 to 24 MiB, plus 40 small random files sparse/r1..r40
 #   verify  re-attach, e2fsck -f, mount read-only, check the manifest, umount,
-#           detach
+#           e2fsck -f, detach
 # Prints "SHA256 <hash>  <name>" lines (the manifest) for the host to compare
 # across boots and against the image file, and "STEP <name>" before each step.
 set -eu
@@ -40,10 +43,17 @@ write)
     printf 'hello from the kernel NBD client\n' > "$mnt/small.txt"
     # Random data (its hashes travel in the manifest), zeros (a server may
     # store them as holes) and many small files (metadata-heavy writes).
-    dd if=/dev/urandom of="$mnt/random.bin" bs=1M count=16 2>/dev/null
+    random_mib=16
+    if [ "${2:-}" = scattered ]; then random_mib=24; fi
+    dd if=/dev/urandom of="$mnt/random.bin" bs=1M count=$random_mib 2>/dev/null
     dd if=/dev/zero of="$mnt/zeros.bin" bs=1M count=4 2>/dev/null
     mkdir "$mnt/tree"
     for i in $(seq 1 200); do echo "file $i $(printf '%0200d' "$i")" > "$mnt/tree/f$i"; done
+    if [ "${2:-}" = scattered ]; then
+        # Small random files scattered over the block groups.
+        mkdir "$mnt/sparse"
+        for i in $(seq 1 40); do dd if=/dev/urandom of="$mnt/sparse/r$i" bs=4k count=$((i % 7 + 1)) 2>/dev/null; done
+    fi
     manifest > "$mnt/MANIFEST.sha256"
     sync
     step "re-read after dropping caches"
@@ -66,6 +76,7 @@ verify)
     # The tree as it is now (catches lost or extra files, not just changed ones).
     manifest | sed 's/^/SHA256 /'
     umount "$mnt"
+    fsck
     detach
     echo "VERIFY OK"
     ;;
