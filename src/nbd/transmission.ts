@@ -58,6 +58,8 @@ export class Transmission {
   private closed = false;
   private pausedForDrain = false;
   private ending = false;
+  /** Replies of one tick are corked and leave in one writev (see send()). */
+  private corked = false;
   private readonly doneWaiters: Array<() => void> = [];
   readonly stats: TransmissionStats = { requests: 0, bytesRead: 0, bytesWritten: 0, errors: 0 };
 
@@ -160,8 +162,22 @@ export class Transmission {
       return;
     }
     const flushed = pooled ? (): void => ioBuffers.release(buf) : undefined;
+    // Requests that complete in the same tick (a batch of log appends, the
+    // page-cache hits of one socket read) reply with one writev instead of
+    // one syscall each: cork on the first reply, uncork once the tick's
+    // microtasks have run.
+    if (!this.corked) {
+      this.corked = true;
+      this.socket.cork();
+      process.nextTick(this.uncork);
+    }
     if (!this.socket.write(buf, flushed)) this.pausedForDrain = true;
   }
+
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.socket.uncork();
+  };
 
   private errorReply(req: Request, err: unknown): Buffer {
     const errno = toNbdErrno(err, WRITING.has(req.type));
