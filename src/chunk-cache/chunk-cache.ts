@@ -24,7 +24,8 @@
 //   - small slot reads (<= nowaitMax) first try preadv2(RWF_NOWAIT) on the
 //     event loop (page-cache hit: no thread-pool hop); anything short of the
 //     whole read goes to the thread pool, where the native addon reads and
-//     CRC-checks it (preadVerify). Nothing waits for a disk on the loop;
+//     CRC-checks it (preadVerify; the reads of one tick share one job, see
+//     verify-batch.ts). Nothing waits for a disk on the loop;
 //   - index writes go through one ordered queue; an entry is put only after
 //     its slot write, and a slot is rewritten only after its previous entry's
 //     delete reached LevelDB, so a process kill at any point leaves every
@@ -44,6 +45,7 @@ import { BlockgateError, ErrorCodes } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import * as native from '../native/index.js';
 import { validateBlockSize } from '../snapshots/format.js';
+import { VerifyBatcher } from './verify-batch.js';
 import {
   CACHE_FORMAT_VERSION, ENTRY_END, ENTRY_PREFIX, HEADER_BYTES, HEADER_USED, META_KEY, UNIT_BYTES,
   decodeEntry, decodeHeader, encodeEntry, encodeHeader, headerVersion, unitCrcs, unitsMatch,
@@ -82,6 +84,8 @@ export interface ChunkCacheOptions {
 }
 
 export const CACHE_DEFAULT_NOWAIT_MAX = 64 * 1024;
+/** Slot reads of one tick share a thread-pool job up to this many bytes (a 1 MiB NBD read: one job). */
+const VERIFY_JOB_BYTES = 1024 * 1024;
 
 export interface ChunkCacheStats {
   hits: number;
@@ -163,8 +167,8 @@ export class ChunkCache {
   private readonly maxPrefetches: number;
   /** 0 once RWF_NOWAIT turned out unsupported (or the addon is missing). */
   private nowaitMax: number;
-  /** Thread-pool slot reads are checked on the pool (native preadVerify), not on the event loop. */
-  private readonly nativeVerify: boolean;
+  /** Thread-pool slot reads are checked on the pool (native, batched per tick); undefined: checked on the event loop. */
+  private readonly verifier: VerifyBatcher | undefined;
   /** fh's descriptor (fixed until close; no read starts after close begins). */
   private readonly fd: number;
   private readonly entries = new Map<string, Entry>();
@@ -202,7 +206,7 @@ export class ChunkCache {
     this.maxPrefetches = options.maxPrefetches ?? 16;
     const hasNative = native.nativeAvailable();
     this.nowaitMax = hasNative ? options.nowaitMax ?? envInt('BLOCKGATE_RAW_NOWAIT_MAX') ?? CACHE_DEFAULT_NOWAIT_MAX : 0;
-    this.nativeVerify = hasNative && (options.nativeVerify ?? true);
+    this.verifier = hasNative && (options.nativeVerify ?? true) ? new VerifyBatcher(fh.fd, UNIT_BYTES, VERIFY_JOB_BYTES) : undefined;
     this.fd = fh.fd;
     // The bound is never reached (at most `slots` entries; we evict ourselves).
     // maxSize rather than max: max preallocates arrays of that length.
@@ -498,9 +502,9 @@ export class ChunkCache {
     try {
       let intact: boolean;
       try {
-        if (this.nativeVerify) {
-          const fd = this.fd;
-          const verify = (p: Part): Promise<number> => native.preadVerify(fd, p.buf as Buffer, 0, p.buf.length, base + p.pos, e.crcs, p.pos / UNIT_BYTES, UNIT_BYTES);
+        if (this.verifier) {
+          const verifier = this.verifier!;
+          const verify = (p: Part): Promise<number> => verifier.read(p.buf, base + p.pos, e.crcs, p.pos / UNIT_BYTES);
           const bad = parts.length === 1 ? [await this.track(verify(parts[0]!))] : await this.track(allDone(parts.map(verify)));
           intact = bad.every((u) => u < 0);
         } else {

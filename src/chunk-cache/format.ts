@@ -14,17 +14,7 @@
 //     part of a block verifies only the units it touches, and a slot whose
 //     content is not what the record says is detected on read.
 
-import { crc32c } from '@node-rs/crc32';
-import * as native from '../native/index.js';
-
-/**
- * CRC32C of unit data: the native addon's when it loads (SSE4.2, three
- * interleaved chains: ~0.2 µs per 4 KiB here, against ~0.7 µs for
- * @node-rs/crc32), else @node-rs/crc32's. Same values (test/chunk-cache/native-verify.test.ts).
- */
-const unitCrc: (b: Uint8Array) => number = native.nativeAvailable()
-  ? (b) => native.crc32c(b as Buffer)
-  : (b) => crc32c(b) >>> 0;
+import { crc32c } from '../util/crc32c.js';
 
 /**
  * 2: 4 KiB checksum units (1 had 64 KiB units: a 4 KiB read had to read and
@@ -66,7 +56,7 @@ export function encodeHeader(blockSize: number, instanceId: Buffer): Buffer {
   b.writeUInt32LE(UNIT_BYTES, 16);
   b.writeUInt32LE(ALGO_CRC32C, 20);
   instanceId.copy(b, 24, 0, 16);
-  b.writeUInt32LE(crc32c(b.subarray(0, 40)) >>> 0, 40);
+  b.writeUInt32LE(crc32c(b.subarray(0, 40)), 40);
   return b;
 }
 
@@ -77,7 +67,7 @@ export function encodeHeader(blockSize: number, instanceId: Buffer): Buffer {
  */
 export function headerVersion(b: Buffer): number | undefined {
   if (b.length < HEADER_USED || b.readUInt32LE(0) !== MAGIC) return undefined;
-  if ((crc32c(b.subarray(0, 40)) >>> 0) !== b.readUInt32LE(40)) return undefined;
+  if ((crc32c(b.subarray(0, 40))) !== b.readUInt32LE(40)) return undefined;
   return b.readUInt32LE(4);
 }
 
@@ -85,7 +75,7 @@ export function headerVersion(b: Buffer): number | undefined {
 export function decodeHeader(b: Buffer): CacheHeader | string {
   if (b.length < HEADER_USED) return 'header is truncated';
   if (b.readUInt32LE(0) !== MAGIC) return 'bad magic';
-  if ((crc32c(b.subarray(0, 40)) >>> 0) !== b.readUInt32LE(40)) return 'header checksum mismatch (torn or corrupt)';
+  if ((crc32c(b.subarray(0, 40))) !== b.readUInt32LE(40)) return 'header checksum mismatch (torn or corrupt)';
   const version = b.readUInt32LE(4);
   if (version !== CACHE_FORMAT_VERSION) return `format version ${version}, this blockgate uses ${CACHE_FORMAT_VERSION}`;
   if (b.readUInt32LE(8) !== HEADER_BYTES || b.readUInt32LE(16) !== UNIT_BYTES || b.readUInt32LE(20) !== ALGO_CRC32C) return 'incompatible layout';
@@ -134,7 +124,7 @@ export function decodeEntry(b: Uint8Array): EntryRecord | undefined {
 /** CRC32C of every unit of `data`. */
 export function unitCrcs(data: Uint8Array): Uint32Array {
   const crcs = new Uint32Array(unitCount(data.length));
-  for (let i = 0; i < crcs.length; i++) crcs[i] = unitCrc(data.subarray(i * UNIT_BYTES, (i + 1) * UNIT_BYTES));
+  for (let i = 0; i < crcs.length; i++) crcs[i] = crc32c(data.subarray(i * UNIT_BYTES, (i + 1) * UNIT_BYTES));
   return crcs;
 }
 
@@ -144,10 +134,10 @@ export function unitCrcs(data: Uint8Array): Uint32Array {
  */
 export function unitsMatch(data: Uint8Array, crcs: Uint32Array, first: number): boolean {
   if (data.length === 0) return true;
-  if (data.length <= UNIT_BYTES) return unitCrc(data) === crcs[first]; // one unit (a 4 KiB read): no subarray
+  if (data.length <= UNIT_BYTES) return crc32c(data) === crcs[first]; // one unit (a 4 KiB read): no subarray
   const count = unitCount(data.length);
   for (let i = 0; i < count; i++) {
-    if (unitCrc(data.subarray(i * UNIT_BYTES, (i + 1) * UNIT_BYTES)) !== crcs[first + i]) return false;
+    if (crc32c(data.subarray(i * UNIT_BYTES, (i + 1) * UNIT_BYTES)) !== crcs[first + i]) return false;
   }
   return true;
 }

@@ -9,6 +9,7 @@
 // loaded, and calling a function when it did not throws the load error.
 
 import { existsSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -45,8 +46,8 @@ interface Addon {
   pwriteNoWait(fd: number, buffer: Buffer, bufOff: number, length: number, position: number): number;
   /** Absent when this Node does not export OpenSSL's SHA256. */
   sha256?(data: Uint8Array): Promise<Buffer>;
-  preadVerify(fd: number, buffer: Buffer, bufOff: number, length: number, position: number, crcs: Uint32Array, firstUnit: number, unitBytes: number): Promise<number>;
-  crc32c(buffer: Buffer): number;
+  preadVerify(fd: number, segments: VerifyList, unitBytes: number): Promise<Float64Array>;
+  crc32c(buffer: Uint8Array, initial?: number): number;
 }
 
 /** Error thrown by the addon: a Node-style system error. */
@@ -199,19 +200,58 @@ export function nativeSha256(): ((data: Uint8Array) => Promise<Buffer>) | undefi
 }
 
 /**
- * pread of all `length` bytes into buffer[bufOff..] (EIO at end of file),
- * then CRC32C of each `unitBytes` unit of them (the last may be short)
- * compared with crcs[firstUnit + i], all on the thread pool. Resolves -1 when
- * every unit matches, else the index i of the first unit that does not.
- * `buffer` and `crcs` are referenced until it settles; do not change them meanwhile.
+ * Slot reads for preadVerifyMany, flat: [buffer, length, position, crcs,
+ * firstUnit] per read (at most 1024 reads).
+ */
+export type VerifyList = Array<Uint8Array | Uint32Array | number>;
+
+/**
+ * Several checked reads in ONE thread-pool job (each job costs the event
+ * loop a queue and a wake-up). For each read: pread of all `length` bytes
+ * into `buffer` (EIO at end of file), then CRC32C of each `unitBytes` unit
+ * (the last may be short) compared with crcs[firstUnit + i]. Resolves a
+ * Float64Array [result, errno] per read: result -1 when every unit matches,
+ * else the index of the first unit that does not; errno 0, or the (positive)
+ * errno of a failed read (see readError). Throws (synchronously) on
+ * malformed arguments. `segments` and everything in it are referenced until
+ * it settles; do not change them meanwhile.
+ */
+export function preadVerifyMany(fd: number, segments: VerifyList, unitBytes: number): Promise<Float64Array> {
+  return load().preadVerify(fd, segments, unitBytes);
+}
+
+/** The Node-style error for an errno that preadVerifyMany reported for one read. */
+export function readError(errno: number): NativeError {
+  const code = Object.entries(osConstants.errno).find(([, v]) => v === errno)?.[0] ?? `E${errno}`;
+  return Object.assign(new Error(`${code}, pread: ${errno === osConstants.errno.EIO ? 'input/output error (or unexpected end of file)' : 'read failed'}`), {
+    code, errno: -errno, syscall: 'pread',
+  });
+}
+
+/**
+ * One checked read (preadVerifyMany with one segment): buffer[bufOff, bufOff
+ * + length) from `position`. Resolves -1 when every unit matches, else the
+ * index of the first unit that does not; rejects with the read's error.
+ * Malformed arguments throw synchronously.
  */
 export function preadVerify(
   fd: number, buffer: Buffer, bufOff: number, length: number, position: number, crcs: Uint32Array, firstUnit: number, unitBytes: number,
 ): Promise<number> {
-  return load().preadVerify(fd, buffer, bufOff, length, position, crcs, firstUnit, unitBytes);
+  if (!(Number.isSafeInteger(bufOff) && bufOff >= 0 && bufOff + length <= buffer.length)) {
+    throw new RangeError(`bufOff ${bufOff} + length ${length} is outside the ${buffer.length}-byte buffer`);
+  }
+  return preadVerifyMany(fd, [buffer.subarray(bufOff, bufOff + length), length, position, crcs, firstUnit], unitBytes).then(([bad, errno]) => {
+    if (errno) throw readError(errno);
+    return bad!;
+  });
 }
 
-/** The addon's CRC32C (Castagnoli; same values as @node-rs/crc32's crc32c), synchronous; for tests. */
-export function crc32c(buffer: Buffer): number {
-  return load().crc32c(buffer);
+/**
+ * The addon's CRC32C (Castagnoli; same values as @node-rs/crc32's crc32c),
+ * synchronous, continuing from `initial` (the CRC of the bytes before):
+ * ~56 GB/s on 1 MiB with AVX-512 (VPCLMULQDQ) where the CPU has it,
+ * ~25 GB/s with SSE4.2; @node-rs/crc32 reaches ~7 GB/s.
+ */
+export function crc32c(buffer: Uint8Array, initial = 0): number {
+  return load().crc32c(buffer, initial);
 }

@@ -14,7 +14,7 @@
 
 import { createHash } from 'node:crypto';
 import { BlockgateError, ErrorCodes } from '../errors.js';
-import { crc32c, crc32cTable } from './crc32c.js';
+import { crc32c, crc32cTable } from '../util/crc32c.js';
 
 export const FORMAT_VERSION = 1;
 

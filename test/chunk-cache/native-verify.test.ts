@@ -1,11 +1,13 @@
 // The native addon's preadVerify (the chunk cache's thread-pool slot reads:
 // pread + CRC32C per unit on the pool) and its CRC32C, against
 // @node-rs/crc32 (what the cache's index records are computed with).
+import { execFileSync } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { crc32c } from '@node-rs/crc32';
 import { afterAll, describe, expect, it } from 'vitest';
+import { VerifyBatcher } from '../../src/chunk-cache/verify-batch.js';
 import * as native from '../../src/native/index.js';
 import { mulberry32, randomBlock } from './helpers.js';
 
@@ -58,6 +60,66 @@ describe('native preadVerify and crc32c', () => {
       expect(() => native.preadVerify(fd, all, 1, all.length, 4096, crcs, 0, 4096)).toThrow(RangeError);
       expect(() => native.preadVerify(fd, all, 0, all.length, 4096, new Int32Array(11) as unknown as Uint32Array, 0, 4096)).toThrow(TypeError);
       expect(() => native.preadVerify(fd, all, 0, 0, 4096, crcs, 0, 4096)).toThrow(TypeError); // length >= 1
+    } finally {
+      closeSync(fd);
+    }
+  });
+
+  // The addon picks AVX-512 folding, SSE4.2 or tables by CPU; BLOCKGATE_NATIVE_CRC caps the choice per
+  // process, so each path runs in its own child (the paths this CPU lacks fall back and pass trivially).
+  it.each(['', 'sse42', 'table'])('every CRC32C code path agrees with @node-rs/crc32 (BLOCKGATE_NATIVE_CRC=%s)', (cap) => {
+    const script = `
+      import { createRequire } from 'node:module';
+      import { crc32c } from '@node-rs/crc32';
+      const addon = createRequire(import.meta.url)(process.env.ADDON);
+      const data = Buffer.alloc((1 << 20) + 64);
+      let x = 12345;
+      for (let i = 0; i < data.length; i++) { x = (x * 1103515245 + 12345) >>> 0; data[i] = x >>> 24; }
+      const lengths = [];
+      for (let len = 0; len <= 2400; len++) lengths.push(len);
+      lengths.push(4095, 4096, 4097, 65536, 65536 + 255, (1 << 20) - 3, 1 << 20);
+      let bad = 0;
+      for (const off of [0, 1, 7, 63])
+        for (const len of lengths) if (addon.crc32c(data.subarray(off, off + len)) !== crc32c(data.subarray(off, off + len)) >>> 0) bad++;
+      console.log(JSON.stringify({ bad, check: addon.crc32c(Buffer.from('123456789')) }));`;
+    const addonPath = join(__dirname, '..', '..', 'build', 'Release', 'blockgate_native.node');
+    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: join(__dirname, '..', '..'), env: { ...process.env, ADDON: addonPath, BLOCKGATE_NATIVE_CRC: cap }, encoding: 'utf8',
+    });
+    expect(JSON.parse(out)).toEqual({ bad: 0, check: 0xe3069283 });
+  });
+
+  it('several reads in one job: each gets its own result; a failed read fails only itself (VerifyBatcher)', async () => {
+    const data = randomBlock(mulberry32(3), 8 * 4096);
+    const file = join(dir, 'batch');
+    writeFileSync(file, data);
+    const crcs = unitCrcs(data, 4096);
+    const wrong = Uint32Array.from(crcs);
+    wrong[5] = wrong[5]! ^ 0x10;
+    const fd = openSync(file, 'r');
+    try {
+      const raw = await native.preadVerifyMany(fd, [
+        Buffer.alloc(2 * 4096), 2 * 4096, 0, crcs, 0,
+        Buffer.alloc(3 * 4096), 3 * 4096, 4 * 4096, wrong, 4, // units 4..6: unit 5 is wrong, index 1 of this read
+        Buffer.alloc(4096), 4096, 8 * 4096, crcs, 0, // past the end
+      ], 4096);
+      expect(Array.from(raw)).toEqual([-1, 0, 1, 0, -1, 5]); // EIO = 5
+      const batcher = new VerifyBatcher(fd, 4096, 1 << 20);
+      const bufs = [Buffer.alloc(4096), Buffer.alloc(2 * 4096), Buffer.alloc(4096), Buffer.alloc(4096)];
+      const results = await Promise.allSettled([
+        batcher.read(bufs[0]!, 7 * 4096, crcs, 7),
+        batcher.read(bufs[1]!, 2 * 4096, crcs, 2),
+        batcher.read(bufs[2]!, 9 * 4096, crcs, 0), // past the end
+        batcher.read(bufs[3]!, 5 * 4096, wrong, 5),
+      ]);
+      expect(results.map((r) => (r.status === 'fulfilled' ? r.value : (r.reason as native.NativeError).code))).toEqual([-1, -1, 'EIO', 0]);
+      expect(bufs[0]!.equals(data.subarray(7 * 4096))).toBe(true);
+      expect(bufs[1]!.equals(data.subarray(2 * 4096, 4 * 4096))).toBe(true);
+      // A batch reaching maxBytes goes at once; the rest follows in the same tick's flush.
+      const small = new VerifyBatcher(fd, 4096, 4096);
+      expect(await Promise.all([small.read(Buffer.alloc(4096), 0, crcs, 0), small.read(Buffer.alloc(4096), 4096, crcs, 1)])).toEqual([-1, -1]);
+      expect(() => native.preadVerifyMany(fd, [], 4096)).toThrow(TypeError);
+      expect(() => native.preadVerifyMany(fd, [Buffer.alloc(4096), 4096, 0, crcs], 4096)).toThrow(TypeError);
     } finally {
       closeSync(fd);
     }

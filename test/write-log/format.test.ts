@@ -1,6 +1,6 @@
 // Format v1 encode/decode: record and segment headers, checkpoint, CRC32C.
 import { describe, expect, it } from 'vitest';
-import { crc32c, crc32cTable } from '../../src/write-log/crc32c.js';
+import { crc32c, crc32cTable } from '../../src/util/crc32c.js';
 import {
   CHECKPOINT_BYTES, RECORD_HEADER_BYTES, RecordType, SEGMENT_HEADER_BYTES, align8, dataCrc, decodeCheckpoint,
   decodeRecordHeader, decodeSegmentHeader, encodeCheckpoint, encodeRecordHeader, encodeSegmentHeader,
