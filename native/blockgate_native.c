@@ -228,7 +228,7 @@ __attribute__((target("sse4.2"))) static uint32_t crc_x86(uint32_t c32, const ui
  * (D = 512) and its 64 bytes, followed by the tail, go through crc_x86 from
  * 0. Fold constants per 128-bit lane: low half x^(D+31) mod P, high half
  * x^(D-33) mod P, bit-reflected (checked against the other paths by the
- * addon's tests). ~3x the SSE4.2 path on large buffers. Needs n >= 256.
+ * addon's tests). ~2.3x the SSE4.2 path (56 vs 25 GB/s on 1 MiB here). Needs n >= 256.
  */
 __attribute__((target("avx512f,avx512vl,vpclmulqdq,sse4.2")))
 static uint32_t crc_avx512(uint32_t c32, const uint8_t *p, size_t n) {
@@ -538,7 +538,7 @@ static napi_value nowait_io(napi_env env, napi_callback_info info, int is_write)
   return result;
 }
 
-/* crc32c(buffer) -> number (synchronous) */
+/* crc32c(buffer, initial = 0) -> number (synchronous) */
 static napi_value crc32cSync(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];

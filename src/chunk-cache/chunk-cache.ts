@@ -503,7 +503,7 @@ export class ChunkCache {
       let intact: boolean;
       try {
         if (this.verifier) {
-          const verifier = this.verifier!;
+          const verifier = this.verifier;
           const verify = (p: Part): Promise<number> => verifier.read(p.buf, base + p.pos, e.crcs, p.pos / UNIT_BYTES);
           const bad = parts.length === 1 ? [await this.track(verify(parts[0]!))] : await this.track(allDone(parts.map(verify)));
           intact = bad.every((u) => u < 0);

@@ -9,8 +9,8 @@
 // loaded, and calling a function when it did not throws the load error.
 
 import { existsSync } from 'node:fs';
-import { constants as osConstants } from 'node:os';
 import { createRequire } from 'node:module';
+import { constants as osConstants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
