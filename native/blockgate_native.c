@@ -563,6 +563,28 @@ static napi_value crc32cSync(napi_env env, napi_callback_info info) {
 static napi_value preadNoWait(napi_env env, napi_callback_info info) { return nowait_io(env, info, 0); }
 static napi_value pwriteNoWait(napi_env env, napi_callback_info info) { return nowait_io(env, info, 1); }
 
+/*
+ * Queues a pool job whose record `data` (malloc'ed) holds its deferred, work
+ * and a reference to `keep` (the JS value whose memory the job reads or
+ * writes, alive until `done` deletes the reference). Returns the promise; on
+ * failure it is rejected and `data` freed.
+ */
+static napi_value queue_job(napi_env env, napi_value keep, const char *resource, napi_async_execute_callback exec,
+                            napi_async_complete_callback done, void *data, napi_deferred *deferred, napi_async_work *work, napi_ref *ref) {
+  napi_value promise, name;
+  napi_create_promise(env, deferred, &promise);
+  napi_create_string_utf8(env, resource, NAPI_AUTO_LENGTH, &name);
+  if (napi_create_reference(env, keep, 1, ref) != napi_ok ||
+      napi_create_async_work(env, NULL, name, exec, done, data, work) != napi_ok ||
+      napi_queue_async_work(env, *work) != napi_ok) {
+    napi_reject_deferred(env, *deferred, make_errno_error(env, ENOMEM, "napi_queue_async_work"));
+    if (*work) napi_delete_async_work(env, *work);
+    if (*ref) napi_delete_reference(env, *ref);
+    free(data);
+  }
+  return promise;
+}
+
 /* ---- SHA-256 of a Buffer on the thread pool, in place ---- */
 
 /* OpenSSL's one-shot SHA256 (SHA-NI/AVX2 where the CPU has them). Weak: when
@@ -608,18 +630,7 @@ static napi_value sha256(napi_env env, napi_callback_info info) {
   if (!h) { napi_throw_error(env, "ENOMEM", "out of memory"); return NULL; }
   h->data = data;
   h->length = len;
-  napi_value promise, name;
-  napi_create_promise(env, &h->deferred, &promise);
-  napi_create_string_utf8(env, "blockgate:sha256", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_reference(env, argv[0], 1, &h->buffer_ref) != napi_ok ||
-      napi_create_async_work(env, NULL, name, hash_execute, hash_complete, h, &h->work) != napi_ok ||
-      napi_queue_async_work(env, h->work) != napi_ok) {
-    napi_reject_deferred(env, h->deferred, make_errno_error(env, ENOMEM, "napi_queue_async_work"));
-    if (h->work) napi_delete_async_work(env, h->work);
-    if (h->buffer_ref) napi_delete_reference(env, h->buffer_ref);
-    free(h);
-  }
-  return promise;
+  return queue_job(env, argv[0], "blockgate:sha256", hash_execute, hash_complete, h, &h->deferred, &h->work, &h->buffer_ref);
 }
 
 /* ---- Slot reads checked on the thread pool, several per job ---- */
@@ -748,18 +759,7 @@ static napi_value preadVerify(napi_env env, napi_callback_info info) {
   for (uint32_t i = 0; i < count; i++) {
     if (!get_segment(env, argv[1], i, unit, &v->seg[i])) { free(v); return NULL; }
   }
-  napi_value promise, name;
-  napi_create_promise(env, &v->deferred, &promise);
-  napi_create_string_utf8(env, "blockgate:preadVerify", NAPI_AUTO_LENGTH, &name);
-  if (napi_create_reference(env, argv[1], 1, &v->segments_ref) != napi_ok ||
-      napi_create_async_work(env, NULL, name, verify_execute, verify_complete, v, &v->work) != napi_ok ||
-      napi_queue_async_work(env, v->work) != napi_ok) {
-    napi_reject_deferred(env, v->deferred, make_errno_error(env, ENOMEM, "napi_queue_async_work"));
-    if (v->work) napi_delete_async_work(env, v->work);
-    if (v->segments_ref) napi_delete_reference(env, v->segments_ref);
-    free(v);
-  }
-  return promise;
+  return queue_job(env, argv[1], "blockgate:preadVerify", verify_execute, verify_complete, v, &v->deferred, &v->work, &v->segments_ref);
 }
 
 static napi_value init(napi_env env, napi_value exports) {
