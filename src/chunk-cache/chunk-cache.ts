@@ -24,8 +24,8 @@
 //   - small slot reads (<= nowaitMax) first try preadv2(RWF_NOWAIT) on the
 //     event loop (page-cache hit: no thread-pool hop); anything short of the
 //     whole read goes to the thread pool, where the native addon reads and
-//     CRC-checks it (preadVerify; the reads of one tick share one job, see
-//     verify-batch.ts). Nothing waits for a disk on the loop;
+//     CRC-checks it (preadVerify; the large reads of one tick share one job,
+//     see verify-batch.ts). Nothing waits for a disk on the loop;
 //   - index writes go through one ordered queue; an entry is put only after
 //     its slot write, and a slot is rewritten only after its previous entry's
 //     delete reached LevelDB, so a process kill at any point leaves every
@@ -84,8 +84,10 @@ export interface ChunkCacheOptions {
 }
 
 export const CACHE_DEFAULT_NOWAIT_MAX = 64 * 1024;
-/** Slot reads of one tick share a thread-pool job up to this many bytes (a 1 MiB NBD read: one job). */
+/** Large slot reads of one tick share a thread-pool job up to this many bytes (a 1 MiB NBD read: one job). */
 const VERIFY_JOB_BYTES = 1024 * 1024;
+/** Slot reads below this size get a thread-pool job each (see verify-batch.ts). */
+const VERIFY_BATCH_MIN = 64 * 1024;
 
 export interface ChunkCacheStats {
   hits: number;
@@ -206,7 +208,7 @@ export class ChunkCache {
     this.maxPrefetches = options.maxPrefetches ?? 16;
     const hasNative = native.nativeAvailable();
     this.nowaitMax = hasNative ? options.nowaitMax ?? envInt('BLOCKGATE_RAW_NOWAIT_MAX') ?? CACHE_DEFAULT_NOWAIT_MAX : 0;
-    this.verifier = hasNative && (options.nativeVerify ?? true) ? new VerifyBatcher(fh.fd, UNIT_BYTES, VERIFY_JOB_BYTES) : undefined;
+    this.verifier = hasNative && (options.nativeVerify ?? true) ? new VerifyBatcher(fh.fd, UNIT_BYTES, VERIFY_JOB_BYTES, VERIFY_BATCH_MIN) : undefined;
     this.fd = fh.fd;
     // The bound is never reached (at most `slots` entries; we evict ourselves).
     // maxSize rather than max: max preallocates arrays of that length.

@@ -104,7 +104,7 @@ describe('native preadVerify and crc32c', () => {
         Buffer.alloc(4096), 4096, 8 * 4096, crcs, 0, // past the end
       ], 4096);
       expect(Array.from(raw)).toEqual([-1, 0, 1, 0, -1, 5]); // EIO = 5
-      const batcher = new VerifyBatcher(fd, 4096, 1 << 20);
+      const batcher = new VerifyBatcher(fd, 4096, 1 << 20, 0);
       const bufs = [Buffer.alloc(4096), Buffer.alloc(2 * 4096), Buffer.alloc(4096), Buffer.alloc(4096)];
       const results = await Promise.allSettled([
         batcher.read(bufs[0]!, 7 * 4096, crcs, 7),
@@ -116,8 +116,13 @@ describe('native preadVerify and crc32c', () => {
       expect(bufs[0]!.equals(data.subarray(7 * 4096))).toBe(true);
       expect(bufs[1]!.equals(data.subarray(2 * 4096, 4 * 4096))).toBe(true);
       // A batch reaching maxBytes goes at once; the rest follows in the same tick's flush.
-      const small = new VerifyBatcher(fd, 4096, 4096);
+      const small = new VerifyBatcher(fd, 4096, 4096, 0);
       expect(await Promise.all([small.read(Buffer.alloc(4096), 0, crcs, 0), small.read(Buffer.alloc(4096), 4096, crcs, 1)])).toEqual([-1, -1]);
+      // Reads under minBatchRead go alone (their own job), with the same results.
+      const solo = new VerifyBatcher(fd, 4096, 1 << 20, 8192);
+      expect(await Promise.allSettled([solo.read(Buffer.alloc(4096), 3 * 4096, crcs, 3), solo.read(Buffer.alloc(4096), 5 * 4096, wrong, 5),
+        solo.read(Buffer.alloc(4096), 9 * 4096, crcs, 0), solo.read(Buffer.alloc(2 * 4096), 0, crcs, 0)]).then((rs) =>
+        rs.map((r) => (r.status === 'fulfilled' ? r.value : (r.reason as native.NativeError).code)))).toEqual([-1, 0, 'EIO', -1]);
       expect(() => native.preadVerifyMany(fd, [], 4096)).toThrow(TypeError);
       expect(() => native.preadVerifyMany(fd, [Buffer.alloc(4096), 4096, 0, crcs], 4096)).toThrow(TypeError);
     } finally {
