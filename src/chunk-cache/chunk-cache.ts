@@ -45,6 +45,7 @@ import { BlockgateError, ErrorCodes } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import * as native from '../native/index.js';
 import { validateBlockSize } from '../snapshots/format.js';
+import { allDone } from '../util/all-done.js';
 import { VerifyBatcher } from './verify-batch.js';
 import {
   CACHE_FORMAT_VERSION, ENTRY_END, ENTRY_PREFIX, HEADER_BYTES, HEADER_USED, META_KEY, UNIT_BYTES,
@@ -207,7 +208,7 @@ export class ChunkCache {
     this.maxPendingWrites = options.maxPendingWrites ?? 32;
     this.maxPrefetches = options.maxPrefetches ?? 16;
     const hasNative = native.nativeAvailable();
-    this.nowaitMax = hasNative ? options.nowaitMax ?? envInt('BLOCKGATE_RAW_NOWAIT_MAX') ?? CACHE_DEFAULT_NOWAIT_MAX : 0;
+    this.nowaitMax = hasNative ? options.nowaitMax ?? native.nowaitMaxFromEnv() ?? CACHE_DEFAULT_NOWAIT_MAX : 0;
     this.verifier = hasNative && (options.nativeVerify ?? true) ? new VerifyBatcher(fh.fd, UNIT_BYTES, VERIFY_JOB_BYTES, VERIFY_BATCH_MIN) : undefined;
     this.fd = fh.fd;
     // The bound is never reached (at most `slots` entries; we evict ourselves).
@@ -837,26 +838,6 @@ export class ChunkCache {
       throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `block ${key}: got ${what}, expected a Buffer of at most the block size (${this.blockSize})`);
     }
   }
-}
-
-/** BLOCKGATE_RAW_NOWAIT_MAX-style knob: a byte count >= 0, or undefined. */
-function envInt(name: string): number | undefined {
-  const v = process.env[name];
-  if (v === undefined || v === '') return undefined;
-  const n = Number(v);
-  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
-}
-
-/**
- * Promise.all that settles only when every promise has: a part that fails
- * must not leave another part's pread still writing into the caller's
- * buffer after we returned (the caller then fills it from a fetch).
- */
-async function allDone<T>(ps: Array<Promise<T>>): Promise<T[]> {
-  const settled = await Promise.allSettled(ps);
-  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-  if (failed) throw failed.reason;
-  return settled.map((r) => (r as PromiseFulfilledResult<T>).value);
 }
 
 /** Copies the scratch parts' wanted bytes into `dest`, which holds block bytes from `off`. */

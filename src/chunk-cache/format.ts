@@ -67,7 +67,7 @@ export function encodeHeader(blockSize: number, instanceId: Buffer): Buffer {
  */
 export function headerVersion(b: Buffer): number | undefined {
   if (b.length < HEADER_USED || b.readUInt32LE(0) !== MAGIC) return undefined;
-  if ((crc32c(b.subarray(0, 40))) !== b.readUInt32LE(40)) return undefined;
+  if (crc32c(b.subarray(0, 40)) !== b.readUInt32LE(40)) return undefined;
   return b.readUInt32LE(4);
 }
 
@@ -75,7 +75,7 @@ export function headerVersion(b: Buffer): number | undefined {
 export function decodeHeader(b: Buffer): CacheHeader | string {
   if (b.length < HEADER_USED) return 'header is truncated';
   if (b.readUInt32LE(0) !== MAGIC) return 'bad magic';
-  if ((crc32c(b.subarray(0, 40))) !== b.readUInt32LE(40)) return 'header checksum mismatch (torn or corrupt)';
+  if (crc32c(b.subarray(0, 40)) !== b.readUInt32LE(40)) return 'header checksum mismatch (torn or corrupt)';
   const version = b.readUInt32LE(4);
   if (version !== CACHE_FORMAT_VERSION) return `format version ${version}, this blockgate uses ${CACHE_FORMAT_VERSION}`;
   if (b.readUInt32LE(8) !== HEADER_BYTES || b.readUInt32LE(16) !== UNIT_BYTES || b.readUInt32LE(20) !== ALGO_CRC32C) return 'incompatible layout';

@@ -247,6 +247,18 @@ export function preadVerify(
 }
 
 /**
+ * BLOCKGATE_RAW_NOWAIT_MAX (bytes, >= 0): the benchmark knob for the
+ * RWF_NOWAIT fast path of raw volumes and chunk caches; undefined when unset
+ * or not a byte count.
+ */
+export function nowaitMaxFromEnv(): number | undefined {
+  const v = process.env.BLOCKGATE_RAW_NOWAIT_MAX;
+  if (v === undefined || v === '') return undefined;
+  const n = Number(v);
+  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
+}
+
+/**
  * The addon's CRC32C (Castagnoli; same values as @node-rs/crc32's crc32c),
  * synchronous, continuing from `initial` (the CRC of the bytes before):
  * ~56 GB/s on 1 MiB with AVX-512 (VPCLMULQDQ) where the CPU has it,

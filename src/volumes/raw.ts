@@ -76,14 +76,6 @@ function zeros(): Buffer {
   return (zeroChunk ??= Buffer.alloc(ZERO_CHUNK));
 }
 
-/** Benchmark knob: BLOCKGATE_RAW_NOWAIT_MAX (bytes) overrides the default nowaitMax. */
-function envInt(name: string): number | undefined {
-  const v = process.env[name];
-  if (v === undefined || v === '') return undefined;
-  const n = Number(v);
-  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
-}
-
 function ioCodeOf(err: unknown): ErrorCode {
   switch ((err as { code?: unknown } | null)?.code) {
     case 'ENOSPC':
@@ -301,7 +293,7 @@ export class RawVolume implements BlockDevice {
       const hwWriteZeroes = isBlockDevice && Number((await queueAttr(fst.rdev, 'write_zeroes_max_bytes')) ?? '0') > 0;
       const volume = new RawVolume(
         path, fd, dsyncFd, isBlockDevice, size, readOnly, rotational, hasNative, hwWriteZeroes, log, options.unsupported ?? [],
-        options.nowaitMax ?? envInt('BLOCKGATE_RAW_NOWAIT_MAX') ?? RAW_DEFAULT_NOWAIT_MAX,
+        options.nowaitMax ?? native.nowaitMaxFromEnv() ?? RAW_DEFAULT_NOWAIT_MAX,
       );
       log.debug('opened', { size, blockDevice: isBlockDevice, readOnly, fuaMode, rotational });
       return volume;

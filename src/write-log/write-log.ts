@@ -164,6 +164,9 @@ function invalid(message: string): BlockgateError {
   return new BlockgateError(ErrorCodes.INVALID_ARGUMENT, message);
 }
 
+/** lookup()'s answer when the log holds nothing unreleased (shared, never mutated). */
+const NO_PIECES: readonly DirtyPiece[] = Object.freeze([]);
+
 function checkRange(offset: number, length: number): void {
   if (!Number.isSafeInteger(offset) || offset < 0) throw invalid(`offset must be a non-negative integer, got ${offset}`);
   if (!Number.isSafeInteger(length) || length < 1) throw invalid(`length must be a positive integer, got ${length}`);
@@ -669,9 +672,11 @@ export class WriteLog {
   }
 
   /** Which parts of [offset, offset+length) the log holds (now, or as of a marker), without reading. */
-  lookup(offset: number, length: number, options: ReadOptions = {}): DirtyPiece[] {
+  lookup(offset: number, length: number, options: ReadOptions = {}): readonly DirtyPiece[] {
     checkRange(offset, length);
     this.checkAsOf(options.asOf);
+    // Nothing unreleased (a drained log, the usual state on a cache-hit read path): the index is empty; no walk, no allocation.
+    if (this.writtenSeq <= this.released) return NO_PIECES;
     return this.index.lookup(offset, length, options.asOf);
   }
 

@@ -30,9 +30,10 @@ import type { ObjectStore } from '../../object-store/object-store.js';
 import { SnapshotStore, type Family, type SnapshotRoot } from '../../snapshots/index.js';
 import type { ShardEntries } from '../../snapshots/format.js';
 import { blockCount, blockHashFromDigest, sha256, validateBlockSize, DEFAULT_BLOCK_SIZE } from '../../snapshots/format.js';
+import { allDone } from '../../util/all-done.js';
 import { sha256Async } from '../../util/sha256.js';
 import { UploadLag } from '../../uploader/upload-lag.js';
-import { WriteLog, type DirtyPiece } from '../../write-log/write-log.js';
+import { WriteLog } from '../../write-log/write-log.js';
 import type { UploadableVolume } from '../../uploader/uploader.js';
 import { join } from 'node:path';
 import { loadLocalState, recordKey, type CachedVolumeRecord, type LiveRootRef, type LocalState } from './record.js';
@@ -78,7 +79,6 @@ export interface CachedVolumeDetails {
 const MAX_REQUEST = 32 * 1024 * 1024;
 /** Shards kept in CachedVolume's memo (1024 blocks = 512 MiB of volume each at defaults). */
 const SHARD_MEMO = 16;
-const NO_PIECES: readonly DirtyPiece[] = Object.freeze([]);
 const EXTENT_BLOCKS = 256;
 
 export class CachedVolume implements BlockDevice {
@@ -270,9 +270,7 @@ export class CachedVolume implements BlockDevice {
           const e = Math.min(end, (i + 1) * bs);
           jobs.push(this.readBlockRange(root, i, s, e, target.subarray(s - offset, e - offset)));
         }
-        // Wait for every block even when one fails: the caller reuses `target` once we settle.
-        const failed = (await Promise.allSettled(jobs)).find((r): r is PromiseRejectedResult => r.status === 'rejected');
-        if (failed) throw failed.reason;
+        await allDone(jobs); // every block, even when one fails: the caller reuses `target` once we settle
       }
     } finally {
       this.endRead(g);
@@ -287,7 +285,7 @@ export class CachedVolume implements BlockDevice {
    * done (apart from a damaged cache entry being dropped); use readBlockRange.
    */
   private readBlockNow(root: SnapshotRoot | null, i: number, s: number, e: number, into: Buffer): boolean {
-    if (this.log.newestSeq > this.log.releasedSeq && this.log.lookup(s, e - s).length > 0) return false;
+    if (this.log.lookup(s, e - s).length > 0) return false;
     const hash = root ? this.memoHash(root, i) : null;
     if (hash === undefined) return false;
     if (hash === null) {
@@ -303,8 +301,7 @@ export class CachedVolume implements BlockDevice {
 
   /** Bytes [s, e) of block i into `into`: base (cache/store/zeros) where the log does not cover, then the log on top. */
   private async readBlockRange(root: SnapshotRoot | null, i: number, s: number, e: number, into: Buffer): Promise<void> {
-    // No unreleased record (the log is drained): nothing dirty, skip the lookup and its allocations.
-    const pieces = this.log.newestSeq > this.log.releasedSeq ? this.log.lookup(s, e - s) : NO_PIECES;
+    const pieces = this.log.lookup(s, e - s);
     let covered = 0;
     for (const p of pieces) covered += p.length;
     if (covered < e - s) {
