@@ -40,7 +40,7 @@ export const ErrorCodes = {
   LEASE_HELD: 'ERR_LEASE_HELD',
   /** This gateway's lease on the volume was taken over (epoch superseded): writes are refused. */
   FENCED: 'ERR_FENCED',
-  // --- Control plane and gateway activation (src/control, src/gateway) ---
+  // --- Control plane and gateway activation (src/control-plane) ---
   /** Missing, unknown or wrong API/gateway/peer token (also: unknown account). */
   CONTROL_UNAUTHORIZED: 'ERR_CONTROL_UNAUTHORIZED',
   /** The control server (or the gateway's local endpoint) cannot be reached. */

@@ -10,10 +10,10 @@
 // main() prints one line and exits 1.
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import { ControlClient, fetchActivationKey } from '../control/client.js';
-import { loadControlConfig, parseDuration } from '../control/config.js';
-import { hashToken, randomToken, type CommandType, type CommandView, type GatewayView } from '../control/protocol.js';
-import { ControlServer } from '../control/server.js';
+import { ControlClient, fetchActivationKey } from '../control-plane/client.js';
+import { loadControlConfig, parseDuration } from '../control-plane/server/config.js';
+import { hashToken, randomToken, type CommandType, type CommandView, type GatewayView } from '../control-plane/protocol.js';
+import { ControlServer } from '../control-plane/server/server.js';
 import { BlockgateError, ErrorCodes, errorMessage } from '../errors.js';
 import { Logger, type LogFormat, type LogLevel } from '../log.js';
 import { parseSize } from '../util/size.js';

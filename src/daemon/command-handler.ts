@@ -6,7 +6,7 @@
 import { BlockgateError, ErrorCodes } from '../errors.js';
 import type {
   BandwidthLimits, CreateVolumeSpec, GatewayCommandHandler, SnapshotRequest, SnapshotSchedule,
-} from '../gateway/handler.js';
+} from '../control-plane/agent/handler.js';
 import type { Logger } from '../log.js';
 import type { BandwidthLimitedObjectStore } from '../object-store/bandwidth.js';
 import type { CachedRuntime } from '../volumes/cached/runtime.js';

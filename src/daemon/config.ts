@@ -10,7 +10,7 @@ import { BlockgateError, ErrorCodes, errorMessage } from '../errors.js';
 import type { LogFormat, LogLevel } from '../log.js';
 import type { TlsPolicy } from '../nbd/export.js';
 import type { ListenSpec } from '../nbd/server.js';
-import { parseHostPort } from '../nbd/server.js';
+import { parseHostPort } from '../util/host-port.js';
 import type { TlsFiles } from '../nbd/tls.js';
 import { parseSize } from '../util/size.js';
 import { parseControlSection, type ControlConfig } from './control-config.js';

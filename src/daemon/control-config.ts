@@ -2,7 +2,7 @@
 // keeps its control channel. Parsed here so config.ts only delegates.
 import { isAbsolute, resolve } from 'node:path';
 import { BlockgateError, ErrorCodes } from '../errors.js';
-import { parseHostPort } from '../nbd/server.js';
+import { parseHostPort } from '../util/host-port.js';
 
 export interface ControlConfig {
   /** Control endpoint, http(s)://host:port */

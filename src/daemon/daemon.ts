@@ -19,7 +19,7 @@ import { CachedRuntime, persistedCachedVolumes } from '../volumes/cached/runtime
 import { packageVersion } from '../util/version.js';
 import { claimUnixSocketPath } from '../util/unix-socket.js';
 import { loadRuntimeVolumes, runtimeVolumeConfig, saveRuntimeVolume } from './runtime-volumes.js';
-import { GatewayAgent } from '../gateway/agent.js';
+import { GatewayAgent } from '../control-plane/agent/agent.js';
 import { BandwidthLimitedObjectStore } from '../object-store/bandwidth.js';
 import { DaemonCommandHandler } from './command-handler.js';
 import { AdminServer, type AdminRoute } from './admin-api.js';

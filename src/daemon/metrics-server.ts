@@ -2,7 +2,7 @@
 // configured host:port. Read-only; nothing else is exposed here.
 import { createServer, type Server } from 'node:http';
 import type { Logger } from '../log.js';
-import { parseHostPort } from '../nbd/server.js';
+import { parseHostPort } from '../util/host-port.js';
 import type { MetricsRegistry } from './metrics.js';
 
 export async function startMetricsServer(listen: string, registry: MetricsRegistry, logger: Logger): Promise<{ address: string; close(): Promise<void> }> {

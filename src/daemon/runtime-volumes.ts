@@ -6,7 +6,8 @@
 // Invariant: a file is written (atomically: temp + fsync + rename) only after
 // the volume opened successfully, so a restart never finds a volume that
 // could not be created.
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../util/atomic-file.js';
 import { join } from 'node:path';
 import { BlockgateError, ErrorCodes, errorMessage } from '../errors.js';
 import type { TlsPolicy } from '../nbd/export.js';
@@ -66,18 +67,7 @@ function dir(dataDir: string): string {
 export function saveRuntimeVolume(dataDir: string, cfg: RuntimeVolumeConfig): void {
   const d = dir(dataDir);
   mkdirSync(d, { recursive: true, mode: 0o700 });
-  const path = join(d, `${cfg.name}.json`);
-  const tmp = `${path}.tmp`;
-  const fd = openSync(tmp, 'w', 0o600);
-  try {
-    writeSync(fd, JSON.stringify(cfg, null, 2) + '\n');
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-  const dfd = openSync(d, 'r');
-  try { fsyncSync(dfd); } finally { closeSync(dfd); }
+  writeFileAtomic(join(d, `${cfg.name}.json`), JSON.stringify(cfg, null, 2) + '\n');
 }
 
 export function loadRuntimeVolumes(dataDir: string): RuntimeVolumeConfig[] {

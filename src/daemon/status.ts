@@ -1,5 +1,5 @@
 // What `blockgate status` and /metrics report, gathered from live state.
-import type { GatewayStatus } from '../gateway/agent.js';
+import type { GatewayStatus } from '../control-plane/agent/agent.js';
 import type { NbdExport } from '../nbd/export.js';
 import type { ConnectionInfo, NbdServer } from '../nbd/server.js';
 import type { MetricFamily } from './metrics.js';

@@ -6,6 +6,7 @@
 // resolves; exports are owned by the caller (the daemon), not closed here.
 import { createServer, type Server, type Socket } from 'node:net';
 import { chmodSync, unlinkSync } from 'node:fs';
+import { parseHostPort } from '../util/host-port.js';
 import { claimUnixSocketPath } from '../util/unix-socket.js';
 import { BlockgateError, ErrorCodes, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -211,12 +212,4 @@ export class NbdServer {
       }
     }
   }
-}
-
-export function parseHostPort(text: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(text.trim());
-  if (!m) throw new BlockgateError(ErrorCodes.CONFIG, `'${text}' is not host:port`);
-  const port = Number(m[3]);
-  if (port > 65535) throw new BlockgateError(ErrorCodes.CONFIG, `port ${port} is out of range`);
-  return { host: m[1] ?? (m[2] || '0.0.0.0'), port };
 }

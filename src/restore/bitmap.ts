@@ -8,7 +8,7 @@
 // "fetch it" (from the volume's current root, overlaid with the write log).
 import { readFileSync } from 'node:fs';
 import { BlockgateError, ErrorCodes } from '../errors.js';
-import { writeFileAtomic } from '../volumes/stored/state.js';
+import { writeFileAtomic } from '../util/atomic-file.js';
 
 const MAGIC = Buffer.from('BGRB0001');
 

@@ -1,5 +1,5 @@
 // Gateway activation end to end with real processes: a control server
-// (`blockgate control serve`), a gateway agent (dist/gateway/run-agent.js) and
+// (`blockgate control serve`), a gateway agent (dist/control-plane/agent/run-agent.js) and
 // the CLI (`blockgate activate`). The refusal cases drive the gateway side of
 // the protocol from this process (a "hand-made gateway" with its own Ed25519
 // key) so they can forge, replay and delay exactly what they need.
@@ -7,9 +7,9 @@ import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ControlClient } from '../../src/control/client.js';
-import { requestJson } from '../../src/control/http.js';
-import { challengeMessage } from '../../src/control/protocol.js';
+import { ControlClient } from '../../src/control-plane/client.js';
+import { requestJson } from '../../src/control-plane/http.js';
+import { challengeMessage } from '../../src/control-plane/protocol.js';
 import type { BlockgateError } from '../../src/errors.js';
 import {
   OTHER_TOKEN, TOKEN, assertBuilt, cli, cliJson, controlConfig, fileMode, startAgent, startControl, tempDir,

@@ -7,7 +7,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CommandView } from '../../src/control/protocol.js';
+import type { CommandView } from '../../src/control-plane/protocol.js';
 import {
   PEER_SECRET, TOKEN, activatedAgent, assertBuilt, cli, cliJson, controlConfig, startAgent, startControl, tempDir, waitUntil,
   type AgentHandle, type ControlHandle,
@@ -195,7 +195,7 @@ describe('two control servers sharing one registry', () => {
   });
 
   it('peer endpoints need the peer secret', async () => {
-    const { requestJson } = await import('../../src/control/http.js');
+    const { requestJson } = await import('../../src/control-plane/http.js');
     const e = await requestJson(`${owner.url}/internal/v1/store/listGateways`, { body: { args: ['x'] }, headers: { authorization: 'Peer wrong-secret-000000000000' } })
       .then(() => undefined, (err: { code: string }) => err.code);
     expect(e).toBe('ERR_CONTROL_UNAUTHORIZED');

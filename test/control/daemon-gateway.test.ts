@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CommandView } from '../../src/control/protocol.js';
+import type { CommandView } from '../../src/control-plane/protocol.js';
 import { blockgateBin, startDaemon, tempDir, type DaemonHandle } from '../harness/daemon.js';
 import { TOKEN, assertBuilt, cli, cliJson, controlConfig, startControl, waitUntil, type ControlHandle } from './helpers.js';
 

@@ -1,5 +1,5 @@
 // Real-process helpers for the control-plane tests: control servers
-// (`blockgate control serve`), gateway agents (dist/gateway/run-agent.js) and
+// (`blockgate control serve`), gateway agents (dist/control-plane/agent/run-agent.js) and
 // the CLI, all on 127.0.0.1 with kernel-chosen ports and temp dirs. Every
 // wait is bounded. Processes log one JSON object per line on stderr; the
 // helpers parse those records ("listening", "ready", "activation key issued").
@@ -12,7 +12,7 @@ import { blockgateBin, logRecordReader, repoRoot, tempDir } from '../harness/dae
 
 export { tempDir };
 
-const runAgentJs = join(repoRoot, 'dist', 'gateway', 'run-agent.js');
+const runAgentJs = join(repoRoot, 'dist', 'control-plane', 'agent', 'run-agent.js');
 
 /** The real CLI: the tests drive bin/blockgate, never a stand-in. */
 export function cliEntry(): string {

@@ -10,8 +10,9 @@
 // opening releases them. Any other log's unreleased records were written
 // under an epoch that never committed them.
 import { randomBytes } from 'node:crypto';
-import { closeSync, fdatasyncSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { writeFileAtomic } from '../../util/atomic-file.js';
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { BlockgateError, ErrorCodes, errorMessage } from '../../errors.js';
 
 export interface LiveRootRef {
@@ -74,13 +75,3 @@ export function loadLocalState(dir: string, volume: string): LocalState {
   return s;
 }
 
-/** tmp + fdatasync + rename + fsync(dir): a crash leaves the old file or the new one. */
-export function writeFileAtomic(path: string, data: Buffer): void {
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, data, { mode: 0o600 });
-  const fd = openSync(tmp, 'r+');
-  try { fdatasyncSync(fd); } finally { closeSync(fd); }
-  renameSync(tmp, path);
-  const dfd = openSync(dirname(path), 'r');
-  try { fsyncSync(dfd); } finally { closeSync(dfd); }
-}

@@ -23,7 +23,7 @@ import { VolumeUploader, type MarkerPayload, type UploaderHooks } from '../../up
 import { readGroup } from '../stored/coordinator.js';
 import { CachedVolume, type CachedVolumeDetails } from './cached-volume.js';
 import { cachedVolumeFromJson, cachedVolumeToJson, type CachedVolumeConfig } from './config.js';
-import { writeFileAtomic } from './record.js';
+import { writeFileAtomic } from '../../util/atomic-file.js';
 
 export type CachedVolumeStatus = CachedVolumeDetails & UploadStatusFields;
 

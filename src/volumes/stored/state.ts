@@ -7,8 +7,9 @@
 // Invariant: state.root names a root that is durable in the store; its
 // markerSeq is the log seq it covers. The log may still hold records <=
 // markerSeq (crash before release()); opening releases them.
-import { closeSync, fdatasyncSync, fsyncSync, openSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { writeFileAtomic } from '../../util/atomic-file.js';
+import { join } from 'node:path';
 import { BlockgateError, ErrorCodes, errorMessage } from '../../errors.js';
 
 export interface StoredRootRef {
@@ -63,12 +64,3 @@ export function writeState(dir: string, state: StoredVolumeState): void {
   writeFileAtomic(join(dir, STATE_FILE), Buffer.from(JSON.stringify(state, null, 2) + '\n'));
 }
 
-export function writeFileAtomic(path: string, data: Buffer): void {
-  const tmp = `${path}.tmp`;
-  writeFileSync(tmp, data);
-  const fd = openSync(tmp, 'r+');
-  try { fdatasyncSync(fd); } finally { closeSync(fd); }
-  renameSync(tmp, path);
-  const dfd = openSync(dirname(path), 'r');
-  try { fsyncSync(dfd); } finally { closeSync(dfd); }
-}

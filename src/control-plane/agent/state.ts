@@ -4,10 +4,11 @@
 //   activation.json   {controlUrl, gatewayId, activationKey, issuedAt, expiresAt} while not activated
 //   credentials.json  {controlUrl, gatewayId, gatewayToken, credentials, configuration} once activated
 import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileAtomic } from '../../util/atomic-file.js';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { BlockgateError, ErrorCodes, errorMessage } from '../errors.js';
-import type { GatewayConfiguration, GatewayCredentials } from '../control/protocol.js';
+import { BlockgateError, ErrorCodes, errorMessage } from '../../errors.js';
+import type { GatewayConfiguration, GatewayCredentials } from '../protocol.js';
 
 export interface GatewayIdentity {
   privateKey: KeyObject;
@@ -42,10 +43,7 @@ export class GatewayStateDir {
   private path(name: string): string { return join(this.dir, name); }
 
   writePrivate(name: string, content: string): void {
-    const tmp = this.path(`.${name}.${process.pid}.tmp`);
-    writeFileSync(tmp, content, { mode: 0o600 });
-    chmodSync(tmp, 0o600); // in case the file pre-existed or umask interfered
-    renameSync(tmp, this.path(name));
+    writeFileAtomic(this.path(name), content, 0o600);
   }
 
   private readJson<T>(name: string): T | undefined {

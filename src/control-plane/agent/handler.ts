@@ -5,8 +5,8 @@
 // the command comes again); the agent remembers completed command ids so a
 // redelivery in the same process is answered without calling the handler
 // twice, but handlers should still be idempotent across restarts.
-import { BlockgateError, ErrorCodes } from '../errors.js';
-import type { CommandType } from '../control/protocol.js';
+import { BlockgateError, ErrorCodes } from '../../errors.js';
+import type { CommandType } from '../protocol.js';
 
 export interface CreateVolumeSpec {
   name: string;

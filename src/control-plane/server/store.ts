@@ -13,12 +13,12 @@
 //   - commands of one gateway are kept in enqueue order (seq).
 import { Level } from 'level';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { BlockgateError, ErrorCodes } from '../errors.js';
+import { BlockgateError, ErrorCodes } from '../../errors.js';
 import {
   newActivationKey, normalizeActivationKey,
   type AccountRecord, type ActivationKeyRecord, type ChallengeRecord, type CommandRecord, type CommandResult,
   type CommandType, type GatewayCredentials, type GatewayMetadata, type GatewayRecord,
-} from './protocol.js';
+} from '../protocol.js';
 
 export interface HelloResult {
   gatewayId: string;

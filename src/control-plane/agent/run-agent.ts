@@ -1,12 +1,12 @@
 // Standalone gateway agent runner (tests, and trying the control plane without
-// the daemon): `node dist/gateway/run-agent.js --state-dir DIR --control URL
+// the daemon): `node dist/control-plane/agent/run-agent.js --state-dir DIR --control URL
 // [--listen HOST:PORT] [--fail-volume NAME]... [--slow-volume NAME]...`. Uses RecordingCommandHandler:
 // every handler call is logged as {"msg":"handler call","method":...,"arg":...}.
 // SIGTERM/SIGINT stop it cleanly (exit 0).
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { errorMessage } from '../errors.js';
-import { Logger, type LogLevel } from '../log.js';
+import { errorMessage } from '../../errors.js';
+import { Logger, type LogLevel } from '../../log.js';
 import { GatewayAgent } from './agent.js';
 import { RecordingCommandHandler } from './handler.js';
 

@@ -13,15 +13,15 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { BlockgateError, ErrorCodes, errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
-import { validateCommand } from '../gateway/handler.js';
+import { BlockgateError, ErrorCodes, errorMessage } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { validateCommand } from '../agent/handler.js';
 import type { ControlServerConfig } from './config.js';
-import { bearer, joinUrl, readJsonBody, requestJson, sendError, sendJson } from './http.js';
+import { bearer, joinUrl, readJsonBody, requestJson, sendError, sendJson } from '../http.js';
 import {
   challengeMessage, commandView, gatewayView, hashToken, randomToken,
   type AccountRecord, type CommandResult, type DeliveredCommand, type GatewayCredentials, type GatewayMetadata, type GatewayRecord,
-} from './protocol.js';
+} from '../protocol.js';
 import { dispatchStoreCall, remoteControlStore } from './remote-store.js';
 import { LevelControlStore, type ControlStore } from './store.js';
 

@@ -21,10 +21,10 @@
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
-import { BlockgateError, ErrorCodes, errorMessage } from '../errors.js';
-import type { LogFormat, LogLevel } from '../log.js';
-import { parseHostPort } from '../nbd/server.js';
-import { hashToken, type AccountRecord } from './protocol.js';
+import { BlockgateError, ErrorCodes, errorMessage } from '../../errors.js';
+import type { LogFormat, LogLevel } from '../../log.js';
+import { parseHostPort } from '../../util/host-port.js';
+import { hashToken, type AccountRecord } from '../protocol.js';
 
 export interface ControlAccountConfig {
   name: string;

@@ -11,14 +11,14 @@ import http from 'node:http';
 import { hostname } from 'node:os';
 import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { BlockgateError, ErrorCodes, errorMessage, isBlockgateError } from '../errors.js';
-import type { Logger } from '../log.js';
-import { parseHostPort } from '../nbd/server.js';
-import { joinUrl, requestJson, sendError, sendJson, type RequestOptions } from '../control/http.js';
+import { BlockgateError, ErrorCodes, errorMessage, isBlockgateError } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { parseHostPort } from '../../util/host-port.js';
+import { joinUrl, requestJson, sendError, sendJson, type RequestOptions } from '../http.js';
 import {
   COMMAND_TYPES, challengeMessage,
   type CommandResult, type DeliveredCommand, type GatewayConfiguration, type GatewayCredentials, type GatewayState,
-} from '../control/protocol.js';
+} from '../protocol.js';
 import { applyCommand, validateCommand, type GatewayCommandHandler } from './handler.js';
 import { GatewayStateDir, type GatewayIdentity, type StoredActivation } from './state.js';
 

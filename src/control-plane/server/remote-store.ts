@@ -3,8 +3,8 @@
 // POST {registryUrl}/internal/v1/store/{operation} with the peer secret; the
 // owner runs it under its store mutex, so atomicity is the owner's. Errors
 // come back with their codes (requestJson). Stateless: nothing is cached here.
-import { BlockgateError, ErrorCodes } from '../errors.js';
-import { joinUrl, requestJson } from './http.js';
+import { BlockgateError, ErrorCodes } from '../../errors.js';
+import { joinUrl, requestJson } from '../http.js';
 import { STORE_OPERATIONS, type ControlStore } from './store.js';
 
 export interface RemoteStoreOptions {
