@@ -22,7 +22,7 @@ export function cliEntry(): string {
 /** Fails loudly when dist/ is older than the sources these tests exercise (run `npm run build`). */
 export function assertBuilt(): void {
   const pairs: Array<[string, string]> = [];
-  for (const d of ['control', 'gateway']) {
+  for (const d of ['control-plane', 'control-plane/server', 'control-plane/agent']) {
     for (const f of readdirSync(join(repoRoot, 'src', d))) {
       if (f.endsWith('.ts')) pairs.push([join(repoRoot, 'src', d, f), join(repoRoot, 'dist', d, f.replace(/\.ts$/, '.js'))]);
     }
