@@ -9,6 +9,7 @@
 #      bin/blockgate).
 #   3. vitest with the default reporter (humans) and the JSON reporter
 #      (test-results/vitest.json).
+# Node is the pinned LTS from scripts/install-node.sh (installed when missing).
 # Ends with the plain line "N passed, N failed" (errors outside tests, such as
 # a test file that fails to load, count as failures) and exits non-zero on any
 # failure or when no test ran. BLOCKGATE_SKIP_DEPS=1 skips step 1.
@@ -19,6 +20,12 @@ case "${CI:-}" in ""|0|false|FALSE|False) ci=false ;; *) ci=true ;; esac
 say() { printf 'test.sh: %s\n' "$*" >&2; }
 # Before the runner starts, any failure is one failure.
 abort() { say "$*"; echo "0 passed, 1 failed"; exit 1; }
+
+# Node: the pinned LTS (scripts/install-node.sh) first on PATH, so npm, the
+# build, vitest and every child the tests spawn (process.execPath or `node`)
+# run on it, and the native addon builds against its headers.
+node_prefix=$(bash scripts/install-node.sh) || abort "installing Node.js failed (scripts/install-node.sh)"
+export PATH="$node_prefix/bin:$PATH" npm_config_nodedir="$node_prefix"
 
 # nbdsh and python3-libnbd are Debian's: they need /usr/bin/python3, while a
 # pyenv (or other) python3 may come first on PATH. Put only python3 first, not

@@ -17,7 +17,8 @@ import { registerVolumeCommands } from './volume-commands.js';
 export function buildProgram(): Command {
   const program = new Command('blockgate')
     .description('Storage gateway: virtual block devices over NBD, protected in an S3-compatible object store')
-    .version(packageVersion(), '-V, --version')
+    // The Node it runs on, too: the supported one is pinned (scripts/install-node.sh).
+    .version(`${packageVersion()} (node ${process.version})`, '-V, --version')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
 
