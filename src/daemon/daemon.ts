@@ -166,6 +166,8 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       { method: 'GET', path: '/v1/restores', handler: restores },
       ...(runtimes.stored?.routes() ?? []),
       ...(runtimes.cached?.routes() ?? []),
+      // No store, no snapshots: the snapshot commands get that answer, not "no such endpoint".
+      ...(config.store ? [] : noStoreSnapshotRoutes()),
     ];
     admin = await AdminServer.start(config.admin.socket, routes, logger);
     if (config.metrics) metrics = await startMetricsServer(config.metrics.listen, registry, logger);
@@ -205,6 +207,15 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
 function bodyObject(body: unknown): Record<string, unknown> {
   if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, 'request body must be a JSON object');
   return body as Record<string, unknown>;
+}
+
+/** The snapshot endpoints of a gateway without a store: every method answers CONFIG. */
+function noStoreSnapshotRoutes(): AdminRoute[] {
+  const handler = (): never => {
+    throw new BlockgateError(ErrorCodes.CONFIG, 'this gateway has no store: section, so it has no snapshots (stored and cached volumes need one)');
+  };
+  return ['/v1/snapshots', '/v1/snapshots/:id', '/v1/volumes/:name/snapshots'].flatMap((path) =>
+    (['GET', 'POST', 'DELETE'] as const).map((method) => ({ method, path, handler })));
 }
 
 /** Tells systemd (Type=notify) that the daemon is ready, when run under it. */
