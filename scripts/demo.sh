@@ -27,7 +27,7 @@ blockgate="$node_prefix/bin/node $repo/bin/blockgate"   # what to type when no l
 if [ -n "$launcher" ]; then
     if [ -e "$launcher" ] && ! grep -qxF "$marker" "$launcher" 2>/dev/null; then
         echo "demo: $launcher exists and is not ours; left alone" >&2
-    elif { printf '#!/bin/sh\n%s (%s)\nexec %q %q "$@"\n' "$marker" "$repo" \
+    elif { printf '#!/bin/sh\n%s\n# for %s\nexec %q %q "$@"\n' "$marker" "$repo" \
                "$node_prefix/bin/node" "$repo/bin/blockgate" > "$launcher.tmp" &&
            chmod 755 "$launcher.tmp" && mv -f "$launcher.tmp" "$launcher"; } 2>/dev/null; then
         case ":$PATH:" in *":$(dirname "$launcher"):"*) blockgate=blockgate ;; *) blockgate=$launcher ;; esac
