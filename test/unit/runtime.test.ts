@@ -4,7 +4,7 @@
 // was built by that Node against its headers. A run on the machine's older
 // Node (e.g. vitest started by hand) fails here instead of passing silently.
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -28,6 +28,11 @@ describe('runtime', () => {
 
   it('the test runner runs on a Node that engines allows', () => {
     expect(major(process.version)).toBeGreaterThanOrEqual(minimumMajor(engines));
+  });
+
+  it('is the Node scripts/install-node.sh pins (the prefix it prints)', () => {
+    const prefix = execFileSync('bash', [join(repo, 'scripts', 'install-node.sh')], { encoding: 'utf8' }).trim();
+    expect(realpathSync(join(prefix, 'bin', 'node'))).toBe(realpathSync(process.execPath));
   });
 
   it('bin/blockgate --version reports the Node it runs on', () => {
