@@ -4,6 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
+  g++ make python3                               # node-gyp: the native addon (native/build.mjs)
   nbdkit libnbd-bin python3-libnbd nbd-client   # NBD peers: nbdinfo, nbdcopy, nbdsh
   qemu-utils                                     # qemu-img, qemu-io, qemu-nbd
   fio                                            # benchmarks (nbd engine)

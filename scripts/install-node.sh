@@ -64,7 +64,8 @@ if ! usable "$dir"; then
     trap 'rm -rf "$tmp"' EXIT
     tgz=$(cd "$tmp" && npm pack --silent --ignore-scripts "$NODE_PACKAGE@$NODE_VERSION" </dev/null | tail -n 1)
     [ -f "$tmp/$tgz" ] || die "npm pack $NODE_PACKAGE@$NODE_VERSION failed"
-    got="sha512-$(openssl dgst -sha512 -binary "$tmp/$tgz" | base64 -w 0)"
+    # The npm-style integrity string (base64 sha512), computed by the node npm runs on.
+    got="sha512-$(node -e 'process.stdout.write(require("crypto").createHash("sha512").update(require("fs").readFileSync(process.argv[1])).digest("base64"))' "$tmp/$tgz")"
     [ "$got" = "$NODE_INTEGRITY" ] || die "$tgz: integrity $got, expected $NODE_INTEGRITY"
     mkdir "$tmp/node"
     tar -xzf "$tmp/$tgz" -C "$tmp/node" --strip-components=1 --no-same-owner
