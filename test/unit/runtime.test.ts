@@ -35,6 +35,13 @@ describe('runtime', () => {
     expect(realpathSync(join(prefix, 'bin', 'node'))).toBe(realpathSync(process.execPath));
   });
 
+  it('the systemd unit starts the daemon on that Node (ExecStart names its absolute path)', () => {
+    const unit = readFileSync(join(repo, 'systemd', 'blockgate.service'), 'utf8');
+    const execStart = /^ExecStart=(\S+) (\S+)/m.exec(unit);
+    expect(execStart?.[2]).toBe('/usr/lib/blockgate/bin/blockgate');
+    expect(execFileSync(execStart![1]!, ['--version'], { encoding: 'utf8' }).trim()).toBe(process.version);
+  });
+
   it('bin/blockgate --version reports the Node it runs on', () => {
     const out = execFileSync(process.execPath, [join(repo, 'bin', 'blockgate'), '--version'], { encoding: 'utf8' });
     expect(out.trim()).toBe(`${JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')).version} (node ${process.version})`);
