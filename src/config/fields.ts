@@ -109,12 +109,11 @@ export const hostPort = z.string().superRefine((v, ctx) => {
   }
 });
 
-/** An integer in [min, max]. */
+/** An integer in [min, max] (max unbounded by default). */
 export function integer(min: number, max = Number.MAX_SAFE_INTEGER, what = 'an integer') {
-  return z.number({ error: (iss) => `must be ${what} in ${min}..${max === Number.MAX_SAFE_INTEGER ? '' : max} (got ${show(iss.input)})` })
-    .refine((n) => Number.isSafeInteger(n) && n >= min && n <= max, {
-      error: (iss) => `must be ${what} in ${min}..${max === Number.MAX_SAFE_INTEGER ? '' : max} (got ${show(iss.input)})`,
-    });
+  const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `in ${min}..${max}`;
+  const message = (iss: { input?: unknown }): string => `must be ${what} ${range} (got ${show(iss.input)})`;
+  return z.number({ error: message }).refine((n) => Number.isSafeInteger(n) && n >= min && n <= max, { error: message });
 }
 
 /** Bytes: "512KiB", "1G" (binary), "1GB" (decimal), or a number of bytes; at least `min`. */
