@@ -13,7 +13,8 @@ import { parseHostPort } from '../util/host-port.js';
 export const KiB = 1024;
 export const MiB = 1024 * 1024;
 
-const show = (v: unknown): string => (typeof v === 'string' ? `'${v}'` : typeof v === 'object' && v !== null ? JSON.stringify(v) : `'${String(v)}'`);
+/** A value as messages quote it: strings in quotes, numbers bare, anything else as JSON. */
+const show = (v: unknown): string => (typeof v === 'string' ? `'${v}'` : typeof v === 'number' ? String(v) : JSON.stringify(v) ?? String(v));
 
 /**
  * Messages for the generic failures (wrong type, missing key, unknown key,
@@ -112,14 +113,14 @@ export const hostPort = z.string().superRefine((v, ctx) => {
 /** An integer in [min, max] (max unbounded by default). */
 export function integer(min: number, max = Number.MAX_SAFE_INTEGER, what = 'an integer') {
   const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `in ${min}..${max}`;
-  const message = (iss: { input?: unknown }): string => `must be ${what} ${range} (got ${show(iss.input)})`;
+  const message = (iss: { input?: unknown }): string => (iss.input === undefined ? 'is required' : `must be ${what} ${range} (got ${show(iss.input)})`);
   return z.number({ error: message }).refine((n) => Number.isSafeInteger(n) && n >= min && n <= max, { error: message });
 }
 
 /** Bytes: "512KiB", "1G" (binary), "1GB" (decimal), or a number of bytes; at least `min`. */
 export function size(min = 0) {
   const example = '(e.g. 10GiB, 512MiB, 1073741824)';
-  return z.union([z.string(), z.number()], { error: (iss) => `${show(iss.input)} is not a size ${example}` })
+  return z.union([z.string(), z.number()], { error: (iss) => (iss.input === undefined ? 'is required' : `${show(iss.input)} is not a size ${example}`) })
     .transform((v, ctx) => {
       const n = parseSize(v);
       if (n === undefined || n < min || (min > 0 && n === 0)) {
@@ -132,7 +133,9 @@ export function size(min = 0) {
 
 /** A snapshot block size: a power of two, 64 KiB..4 MiB (fixed per volume). */
 export const DEFAULT_BLOCK_SIZE = 512 * KiB;
-export const blockSize = z.union([z.string(), z.number()], { error: 'must be a power of two between 64 KiB and 4 MiB' })
+export const blockSize = z.union([z.string(), z.number()], {
+  error: (iss) => (iss.input === undefined ? 'is required' : `must be a power of two between 64 KiB and 4 MiB (got ${show(iss.input)})`),
+})
   .transform((v, ctx) => {
     const n = parseSize(v);
     if (n === undefined || n < 64 * KiB || n > 4 * MiB || (n & (n - 1)) !== 0) {
@@ -144,7 +147,9 @@ export const blockSize = z.union([z.string(), z.number()], { error: 'must be a p
 
 /** Milliseconds from the one duration grammar (util/duration.ts); at least `minMs`. */
 export function duration(minMs = 0) {
-  return z.union([z.string(), z.number()], { error: (iss) => `${show(iss.input)} is not a duration (e.g. ${DURATION_EXAMPLES})` })
+  return z.union([z.string(), z.number()], {
+    error: (iss) => (iss.input === undefined ? 'is required' : `${show(iss.input)} is not a duration (e.g. ${DURATION_EXAMPLES})`),
+  })
     .transform((v, ctx) => {
       const ms = parseDuration(v);
       if (ms === undefined) {
