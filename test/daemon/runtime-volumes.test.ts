@@ -49,7 +49,7 @@ describe('run-time volumes and restores (admin API)', () => {
   it('refuses bad requests with clear errors', async () => {
     await expect(adminRequest(d.adminSocket, 'POST', '/v1/restores', {})).rejects.toThrow(/body must be \{"snapshot"/);
     await expect(adminRequest(d.adminSocket, 'POST', '/v1/volumes', { name: 'st', mode: 'raw', size: '1MiB' })).rejects.toThrow(/already served/);
-    await expect(adminRequest(d.adminSocket, 'POST', '/v1/volumes', { name: 'x', mode: 'raw' })).rejects.toThrow(/size is required/);
+    await expect(adminRequest(d.adminSocket, 'POST', '/v1/volumes', { name: 'x', mode: 'raw' })).rejects.toThrow(/^volume\.size: is required$/);
     await expect(adminRequest(d.adminSocket, 'POST', '/v1/restores', { snapshot: 'vsnap-0000', volume: 'nope' })).rejects.toThrow();
   });
 
