@@ -33,7 +33,7 @@ describe('tuning: section', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function daemonWith(name: string, tuning: Record<string, unknown> | undefined): Promise<DaemonHandle> {
+  async function daemonWith(name: string, tuning: Record<string, unknown> | undefined, env: Record<string, string> = {}): Promise<DaemonHandle> {
     const s3 = inject('s3');
     const bucket = await createTestBucket(s3, `tuning-${name}`);
     const d = await startDaemon({
@@ -42,7 +42,7 @@ describe('tuning: section', () => {
       store: { url: `s3://${bucket}/gw`, endpoint: s3.endpoint, region: s3.region, accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey, pathStyle: true },
       volumes: [{ name: 'r', mode: 'raw', size: '4MiB', disk: join(dir, `${name}.img`) }],
       ...(tuning ? { tuning } : {}),
-    }, { dir, timeoutMs: 60_000 });
+    }, { dir, timeoutMs: 60_000, env });
     daemons.push(d);
     return d;
   }
@@ -68,11 +68,14 @@ describe('tuning: section', () => {
   });
 
   it('without a tuning section the defaults apply (S3 direct requests on with a custom endpoint, RWF_NOWAIT up to 64 KiB)', async () => {
-    const d = await daemonWith('default', undefined);
+    // The test-only fallbacks (docs/tuning.md) show in status too: it reports the code that runs, not the config.
+    const d = await daemonWith('default', undefined, { BLOCKGATE_NATIVE_CRC: 'table', BLOCKGATE_NATIVE_SHA256: '0' });
     const { json, text } = await status(d);
     expect(json.dataPaths.tuning).toEqual({ nowaitMax: 64 * 1024, s3DirectRequests: true });
     expect(json.dataPaths.s3DirectRequests).toBe('on');
-    expect(text).toContain('RWF_NOWAIT up to 64.0 KiB, S3 direct requests on');
+    expect(json.dataPaths.crc32c).toBe('table');
+    expect(json.dataPaths.sha256).toBe('webcrypto');
+    expect(text).toContain('crc32c table, sha256 webcrypto, RWF_NOWAIT up to 64.0 KiB, S3 direct requests on');
   });
 
   it('nowaitMax: 0 turns the RWF_NOWAIT path off', async () => {
