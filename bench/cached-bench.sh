@@ -13,7 +13,8 @@
 #      whose write log (LOG_MIB) is smaller than what is written, so the
 #      uploader must keep up: fio's rate, and upload throughput/lag.
 # Usage: bench/cached-bench.sh   (ROUNDS=3 SIZE_MIB=256 RUNTIME=10 LOG_MIB=64 PARTS=ABC;
-#   PARTS=A runs only A, without the RGW; B and C always run together)
+#   PARTS=A runs only A, without the RGW; B and C always run together;
+#   TUNING='{nowaitMax: 0}' adds a tuning: section, docs/tuning.md)
 # A also reports the daemon's CPU time per I/O (utime+stime of the whole
 # process from /proc/PID/stat over ramp + runtime, divided by fio's I/Os):
 # the number that shows per-request overhead independent of how busy the
@@ -50,7 +51,8 @@ stop_daemon() {
 # start_daemon CONFIG_BODY (YAML after the common header)
 start_daemon() {
   PORT=$((PORT + 1))
-  { printf 'log:\n  level: warn\nadmin:\n  socket: %s/admin.sock\nlisten:\n  - tcp: "127.0.0.1:%s"\ndataDir: %s/data\n' "$WORK" "$PORT" "$WORK"; cat; } >"$WORK/cfg.yaml"
+  { printf 'log:\n  level: warn\nadmin:\n  socket: %s/admin.sock\nlisten:\n  - tcp: "127.0.0.1:%s"\ndataDir: %s/data\n' "$WORK" "$PORT" "$WORK"
+    [ -n "${TUNING:-}" ] && printf 'tuning: %s\n' "$TUNING"; cat; } >"$WORK/cfg.yaml"
   bin/blockgate serve --config "$WORK/cfg.yaml" >>"$WORK/daemon.log" 2>&1 &
   PID=$!
   for _ in $(seq 1 300); do

@@ -8,7 +8,7 @@
 #   ROUNDS=5 RUNTIME=15 bench/nbd-fio.sh
 #   SERVERS="nbdkit qemu-nbd" bench/nbd-fio.sh   # without blockgate
 #   TESTS="randread-4k-qd32" bench/nbd-fio.sh
-#   SERVERS="blockgate blockgate@BLOCKGATE_RAW_NOWAIT_MAX=0" bench/nbd-fio.sh  # A/B a knob
+#   SERVERS="blockgate blockgate@nowaitMax=0" bench/nbd-fio.sh  # A/B a tuning: knob (docs/tuning.md)
 #
 # Method: the file is prefilled (random data, 1 GiB by default) before anything
 # is timed. For every round, every test, the servers run one after another in
@@ -91,10 +91,14 @@ start_server() {
       URI="nbd://127.0.0.1:$PORT/"
       ;;
     blockgate | blockgate@*=*)
-      # blockgate@VAR=VALUE: a variant run with one environment setting, e.g.
-      # SERVERS="blockgate blockgate@BLOCKGATE_RAW_NOWAIT_MAX=0 nbdkit"
-      local -a envset=()
-      [[ $name == *@* ]] && envset=("${name#*@}")
+      # blockgate@KEY=VALUE: a variant run with one tuning: setting (docs/tuning.md), e.g.
+      # SERVERS="blockgate blockgate@nowaitMax=0 nbdkit"
+      local tuning=""
+      if [[ $name == *@* ]]; then
+        local knob=${name#*@}
+        tuning="tuning:
+  ${knob%%=*}: ${knob#*=}"
+      fi
       [[ -f $ROOT/dist/cli/main.js ]] || die "blockgate not built: run npm run build (or SERVERS='nbdkit qemu-nbd')"
       local cfg=$WORK/blockgate.yaml
       # A private admin socket: the default /run/blockgate/admin.sock may be
@@ -111,8 +115,9 @@ volumes:
     mode: raw
     size: $bytes
     disk: $FILE
+$tuning
 EOF
-      env "${envset[@]}" "$ROOT/bin/blockgate" serve --config "$cfg" >"$RESULTS/$name.log" 2>&1 &
+      "$ROOT/bin/blockgate" serve --config "$cfg" >"$RESULTS/$name.log" 2>&1 &
       SERVER_PID=$!
       URI="nbd://127.0.0.1:$PORT/bench"
       ;;

@@ -5,7 +5,7 @@
 //
 //   npm run build && node bench/raw-volume.mjs [dir]    (default /var/tmp)
 //   SECONDS=4 ROUNDS=3 UV_THREADPOOL_SIZE=32 (the default here, as bin/blockgate)
-//   BLOCKGATE_RAW_NOWAIT_MAX=0 disables the RWF_NOWAIT cache-hit fast path (bytes; default 64 KiB)
+//   NOWAIT_MAX=0 disables the RWF_NOWAIT cache-hit fast path (bytes; default: tuning.nowaitMax's, 64 KiB)
 process.env.UV_THREADPOOL_SIZE ??= '32';
 const { mkdtemp, rm, open } = await import('node:fs/promises');
 const { join } = await import('node:path');
@@ -57,7 +57,7 @@ async function run(v, t) {
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[s.length >> 1]; };
 const out = {};
 try {
-  const v = await RawVolume.open({ path, size: SIZE });
+  const v = await RawVolume.open({ path, size: SIZE, ...(process.env.NOWAIT_MAX ? { nowaitMax: Number(process.env.NOWAIT_MAX) } : {}) });
   for (let r = 0; r < ROUNDS; r++) {
     for (const [name, t] of Object.entries(tests)) {
       const res = await run(v, t);

@@ -44,6 +44,7 @@ import { LRUCache } from 'lru-cache';
 import { BlockgateError, ErrorCodes } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import * as native from '../native/index.js';
+import { tuning } from '../config/tuning.js';
 import { validateBlockSize } from '../snapshots/format.js';
 import { allDone } from '../util/all-done.js';
 import { VerifyBatcher } from './verify-batch.js';
@@ -73,7 +74,7 @@ export interface ChunkCacheOptions {
    * Slot reads up to this many bytes first try a non-blocking copy from the
    * page cache on the event loop (preadv2 RWF_NOWAIT, as RawVolume does),
    * skipping the thread-pool round trip on a page-cache hit; 0 disables.
-   * Default: $BLOCKGATE_RAW_NOWAIT_MAX (the raw volume's knob), else 64 KiB.
+   * Default: the daemon config's tuning.nowaitMax (64 KiB unless set).
    */
   nowaitMax?: number;
   /**
@@ -84,7 +85,6 @@ export interface ChunkCacheOptions {
   nativeVerify?: boolean;
 }
 
-export const CACHE_DEFAULT_NOWAIT_MAX = 64 * 1024;
 /** Large slot reads of one tick share a thread-pool job up to this many bytes (a 1 MiB NBD read: one job). */
 const VERIFY_JOB_BYTES = 1024 * 1024;
 /** Slot reads below this size get a thread-pool job each (see verify-batch.ts). */
@@ -208,7 +208,7 @@ export class ChunkCache {
     this.maxPendingWrites = options.maxPendingWrites ?? 32;
     this.maxPrefetches = options.maxPrefetches ?? 16;
     const hasNative = native.nativeAvailable();
-    this.nowaitMax = hasNative ? options.nowaitMax ?? native.nowaitMaxFromEnv() ?? CACHE_DEFAULT_NOWAIT_MAX : 0;
+    this.nowaitMax = hasNative ? options.nowaitMax ?? tuning().nowaitMax : 0;
     this.verifier = hasNative && (options.nativeVerify ?? true) ? new VerifyBatcher(fh.fd, UNIT_BYTES, VERIFY_JOB_BYTES, VERIFY_BATCH_MIN) : undefined;
     this.fd = fh.fd;
     // The bound is never reached (at most `slots` entries; we evict ourselves).

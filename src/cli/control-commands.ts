@@ -11,7 +11,8 @@
 import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
 import { ControlClient, fetchActivationKey } from '../control-plane/client.js';
-import { loadControlConfig, parseDuration } from '../control-plane/server/config.js';
+import { loadControlConfig } from '../control-plane/server/config.js';
+import { durationArg, sizeArg } from './arguments.js';
 import { hashToken, randomToken, type CommandType, type CommandView, type GatewayView } from '../control-plane/protocol.js';
 import { ControlServer } from '../control-plane/server/server.js';
 import { BlockgateError, ErrorCodes, errorMessage } from '../errors.js';
@@ -71,7 +72,7 @@ async function queue(cmd: Command, type: CommandType, args: Record<string, unkno
   const c = client(o);
   let view = await c.enqueue(o.gateway, type, args);
   if (o.wait) {
-    const deadline = Date.now() + parseDuration(o.timeout, '--timeout');
+    const deadline = Date.now() + durationArg(o.timeout, '--timeout');
     while (view.state === 'queued' || view.state === 'delivered') {
       if (Date.now() >= deadline) {
         throw new BlockgateError(ErrorCodes.COMMAND_TIMEOUT, `command ${view.id} still ${view.state} after ${o.timeout} (is gateway '${o.gateway}' connected?)`);
@@ -167,8 +168,7 @@ export function registerControlCommands(program: Command): void {
     .option('--mode <mode>', 'volume mode (raw, cached, stored)', 'raw')
     .option('--from-snapshot <id>', 'create from this snapshot')
     .action(async (opts: { name: string; size: string; mode: string; fromSnapshot?: string }, cmd: Command) => {
-      const size = parseSize(opts.size);
-      if (size === undefined || size <= 0) throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `--size: '${opts.size}' is not a size (e.g. 10GiB)`);
+      const size = sizeArg(opts.size, '--size');
       await queue(cmd, 'create-volume', { name: opts.name, size, mode: opts.mode, ...(opts.fromSnapshot ? { fromSnapshot: opts.fromSnapshot } : {}) });
     });
 
@@ -200,7 +200,7 @@ export function registerControlCommands(program: Command): void {
     .requiredOption('--every <duration>', 'interval (e.g. 1h, 30m; at least 1m) or off')
     .option('--retain <n>', 'number of scheduled snapshots to keep')
     .action(async (opts: { volume: string; every: string; retain?: string }, cmd: Command) => {
-      const intervalSeconds = /^off$/i.test(opts.every) ? null : Math.round(parseDuration(opts.every, '--every') / 1000);
+      const intervalSeconds = /^off$/i.test(opts.every) ? null : Math.round(durationArg(opts.every, '--every') / 1000);
       let retain: number | null = null;
       if (opts.retain !== undefined) {
         retain = Number(opts.retain);

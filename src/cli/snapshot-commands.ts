@@ -15,6 +15,7 @@ import {
   SnapshotStore, collectGarbage, computeUsage, downloadSnapshot, uploadImage, type SnapshotRoot,
 } from '../snapshots/index.js';
 import { formatSize, parseSize } from '../util/size.js';
+import { durationArg } from './arguments.js';
 import { createProgressBar } from './progress.js';
 
 interface StoreFlags {
@@ -40,14 +41,6 @@ function addStoreOptions(cmd: Command): Command {
     .option('--concurrency <n>', 'parallel object-store requests', '32')
     .option('--json', 'machine-readable JSON output on stdout')
     .option('-v, --verbose', 'log to stderr');
-}
-
-export function parseDuration(text: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$/i.exec(text);
-  if (!m) throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `invalid duration ${JSON.stringify(text)} (e.g. 30m, 1h, 2d, 0)`);
-  const unit = (m[2] ?? 's').toLowerCase();
-  const mult = { ms: 1, s: 1000, m: 60_000, h: 3600_000, d: 86_400_000, w: 604_800_000 }[unit]!;
-  return Math.round(Number(m[1]) * mult);
 }
 
 function parseCount(text: string | undefined, name: string, fallback: number): number {
@@ -275,7 +268,7 @@ export function registerSnapshotCommands(program: Command): void {
     .option('--grace <duration>', 'keep unreferenced objects younger than this (and deleted snapshots for this long)', '1h')
     .option('--dry-run', 'report what would be deleted, delete nothing'))
     .action(action(async (flags: StoreFlags & { grace: string; dryRun?: boolean }) => {
-      const graceMs = parseDuration(flags.grace);
+      const graceMs = durationArg(flags.grace, '--grace');
       await withStore(flags, async (snaps) => {
         const r = await collectGarbage(snaps, { graceMs, dryRun: flags.dryRun ?? false });
         out(flags, r, () =>

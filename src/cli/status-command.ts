@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import { adminRequest } from '../daemon/admin-api.js';
 import { DEFAULT_ADMIN_SOCKET, loadConfig } from '../daemon/config.js';
-import type { DaemonStatus } from '../daemon/status.js';
+import type { DaemonStatus, DataPaths } from '../daemon/status.js';
 import { formatSize } from '../util/size.js';
 
 export interface AdminSocketOptions {
@@ -63,9 +63,21 @@ function describeDetails(raw: Record<string, unknown>): string {
   return parts.join('; ');
 }
 
+/** One line naming the implementation of each hot path (docs/tuning.md). */
+function describeDataPaths(p: DataPaths): string {
+  return [
+    p.nativeAddon.loaded ? 'native addon loaded' : 'native addon NOT loaded (zero/trim emulated)',
+    `crc32c ${p.crc32c}`,
+    `sha256 ${p.sha256}`,
+    p.nowaitMax > 0 ? `RWF_NOWAIT up to ${formatSize(p.nowaitMax)}` : 'RWF_NOWAIT off',
+    p.s3DirectRequests === 'none' ? 'no S3 store' : `S3 direct requests ${p.s3DirectRequests}`,
+  ].join(', ');
+}
+
 export function renderStatus(s: DaemonStatus): string {
   let out = `blockgate ${s.version} (pid ${s.pid}), up ${duration(s.uptimeSeconds)}\n`;
   out += `listening on ${s.listeners.join(', ')}\n`;
+  if (s.dataPaths) out += `data paths: ${describeDataPaths(s.dataPaths)}\n`;
   if (s.gateway) {
     const g = s.gateway;
     out += `gateway: ${g.state}${g.name ? ` as ${g.name}` : ''}${g.account ? ` (account ${g.account})` : ''}, control ${g.controlUrl} ${g.connected ? 'connected' : 'not connected'}, ${g.commandsApplied} command(s) applied\n`;

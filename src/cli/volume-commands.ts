@@ -6,14 +6,11 @@ import { Option, type Command } from 'commander';
 import { BlockgateError, ErrorCodes } from '../errors.js';
 import { adminRequest } from '../daemon/admin-api.js';
 import type { DaemonStatus } from '../daemon/status.js';
-import { formatSize, parseSize } from '../util/size.js';
+import { formatSize } from '../util/size.js';
+import { durationArg, sizeArg } from './arguments.js';
 import { addAdminSocketOptions, resolveAdminSocket, type AdminSocketOptions } from './status-command.js';
 
-function size(v: string, what: string): number {
-  const n = parseSize(v);
-  if (n === undefined || n <= 0) throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `${what}: '${v}' is not a size (e.g. 10GiB)`);
-  return n;
-}
+const size = sizeArg;
 
 interface CreateOptions extends AdminSocketOptions {
   mode: string;
@@ -71,11 +68,10 @@ export function registerVolumeCommands(program: Command): void {
     volume.command('snapshot <name>').description('snapshot a cached volume: the volume as of now, kept until deleted (prints the snapshot id)'),
   )
     .option('--description <text>', 'stored with the snapshot')
-    .option('--wait <seconds>', 'wait this long for the snapshot to be durable in the store', '600')
+    .option('--wait <duration>', 'wait this long for the snapshot to be durable in the store (e.g. 10m; a number = seconds)', '600')
     .option('--json', 'print the result as JSON')
     .action(async (name: string, opts: AdminSocketOptions & { description?: string; wait: string; json?: boolean }) => {
-      const wait = Number(opts.wait);
-      if (!Number.isFinite(wait) || wait < 0) throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `--wait: '${opts.wait}' is not a number of seconds`);
+      const wait = durationArg(opts.wait, '--wait') / 1000;
       const res = (await adminRequest(resolveAdminSocket(opts), 'POST', `/v1/volumes/${encodeURIComponent(name)}/snapshots`, {
         waitSeconds: wait, ...(opts.description ? { description: opts.description } : {}),
       })) as { id: string; state: string };

@@ -8,7 +8,7 @@ import type { Command } from 'commander';
 import { BlockgateError, ErrorCodes } from '../errors.js';
 import { adminRequest } from '../daemon/admin-api.js';
 import type { GroupView } from '../volumes/stored/coordinator.js';
-import { parseDuration } from './snapshot-commands.js';
+import { durationArg } from './arguments.js';
 import { addAdminSocketOptions, resolveAdminSocket, type AdminSocketOptions } from './status-command.js';
 
 function render(g: GroupView): string {
@@ -30,7 +30,7 @@ export function registerVolumeSnapshotCommands(program: Command): void {
       const socket = resolveAdminSocket(opts);
       let g = (await adminRequest(socket, 'POST', '/v1/snapshots', { volumes, ...(opts.description ? { description: opts.description } : {}) })) as GroupView;
       if (opts.wait) {
-        const deadline = Date.now() + parseDuration(opts.timeout);
+        const deadline = Date.now() + durationArg(opts.timeout, '--timeout');
         while (g.state === 'pending' && Date.now() < deadline) {
           const left = Math.max(1, Math.min(30, Math.ceil((deadline - Date.now()) / 1000)));
           g = (await adminRequest(socket, 'GET', `/v1/snapshots/${g.id}?waitSeconds=${left}`)) as GroupView;

@@ -1,20 +1,23 @@
-// The daemon's YAML configuration: parsed, validated, and normalised once.
-// Every problem is a CONFIG error whose message names the offending key
-// (e.g. "volumes[1].size: '12XB' is not a size"). Unknown keys are errors
-// too: a typo must not silently fall back to a default. Relative paths are
-// resolved against the config file's directory.
+// The daemon's YAML configuration: parsed, validated, and normalised once,
+// by one zod schema (daemonConfigSchema) built from the shared field and
+// volume schemas in src/config/. Every problem is a CONFIG error whose message
+// names the offending key (e.g. "volumes[1].size: '12XB' is not a size").
+// Unknown keys are errors too: a typo must not silently fall back to a
+// default. Relative paths are resolved against the config file's directory.
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
+import { z } from 'zod';
 import { BlockgateError, ErrorCodes, errorMessage } from '../errors.js';
 import type { LogFormat, LogLevel } from '../log.js';
 import type { TlsPolicy } from '../nbd/export.js';
 import type { ListenSpec } from '../nbd/server.js';
-import { parseHostPort } from '../util/host-port.js';
 import type { TlsFiles } from '../nbd/tls.js';
-import { parseSize } from '../util/size.js';
-import { parseControlSection, type ControlConfig } from './control-config.js';
-import { parseCachedVolume, type CachedVolumeConfig } from '../volumes/cached/config.js';
+import { defaultedSection, duration, hostPort, integer, nullIsAbsent, oneOf, parseWith, section, text } from '../config/fields.js';
+import { tuningSchema, type Tuning } from '../config/tuning.js';
+import { cachedVolumeSchema, rawVolumeSchema, storedVolumeSchema, withTls, type Resolve } from '../config/volumes.js';
+import { controlConfig, controlSectionSchema, type ControlConfig } from './control-config.js';
+import type { CachedVolumeConfig } from '../volumes/cached/config.js';
 
 export interface RawVolumeConfig {
   readonly name: string;
@@ -80,59 +83,111 @@ export interface DaemonConfig {
   readonly dataDir: string;
   /** Gateway activation and the control channel (absent: a standalone gateway). */
   readonly control: ControlConfig | undefined;
+  /** Data-path knobs (docs/tuning.md). */
+  readonly tuning: Tuning;
 }
 
 const LOG_LEVELS = ['debug', 'info', 'warn', 'error', 'silent'] as const;
 const LOG_FORMATS = ['json', 'text'] as const;
-const TLS_POLICIES = ['off', 'on', 'require'] as const;
-const VOLUME_MODES = ['raw', 'stored', 'cached'] as const;
-/** Keys every volume accepts; each mode adds its own (see parseVolume). */
-const COMMON_VOLUME_KEYS = ['name', 'mode', 'size', 'disk', 'description', 'tls'] as const;
-const EXPORT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
-function fail(key: string, message: string): never {
-  throw new BlockgateError(ErrorCodes.CONFIG, `${key}: ${message}`);
+const isMapping = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/** One `listen:` entry: {tcp: host:port} or {unix: path, mode?: 0660}. */
+function listenSchema(resolve: Resolve) {
+  return section({
+    tcp: hostPort.optional(),
+    unix: text.transform((p) => resolve(p)).optional(),
+    mode: z.union([z.string(), z.number()]).optional(),
+  }).transform((e, ctx): ListenSpec => {
+    if ((e.tcp === undefined) === (e.unix === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'needs exactly one of tcp or unix' });
+      return z.NEVER;
+    }
+    if (e.tcp !== undefined) return { tcp: e.tcp };
+    if (e.mode === undefined) return { unix: e.unix! };
+    // YAML reads 0660 as the number 660: the digits are octal either way.
+    const mode = Number.parseInt(String(e.mode), 8);
+    if (!/^[0-7]{1,4}$/.test(String(e.mode)) || mode > 0o777) ctx.addIssue({ code: 'custom', path: ['mode'], message: 'must be an octal file mode such as 0660' });
+    return { unix: e.unix!, mode };
+  });
 }
 
-type Obj = Record<string, unknown>;
-
-function obj(value: unknown, key: string): Obj {
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) fail(key, 'must be a mapping');
-  return value as Obj;
+function storeSchema(resolve: Resolve) {
+  return section({
+    url: z.string({ error: (iss) => (iss.input === undefined ? 'is required (file:///path, a path, or s3://bucket/prefix)' : undefined) }).pipe(text),
+    endpoint: text.optional(),
+    region: text.optional(),
+    accessKeyId: text.optional(),
+    secretAccessKey: text.optional(),
+    pathStyle: z.boolean().optional(),
+    /** Concurrent uploads (upload workers, shared by all volumes). */
+    uploadWorkers: integer(1, 256).default(8),
+  }).transform((s, ctx): StoreConfig => {
+    const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(s.url)?.[1]?.toLowerCase();
+    if (scheme !== undefined && scheme !== 'file' && scheme !== 's3') {
+      ctx.addIssue({ code: 'custom', path: ['url'], message: `unsupported scheme '${scheme}:' (use file:///path, a path, or s3://bucket/prefix)` });
+    }
+    if ((s.accessKeyId === undefined) !== (s.secretAccessKey === undefined)) {
+      ctx.addIssue({ code: 'custom', message: 'accessKeyId and secretAccessKey must be given together (or neither: AWS_* environment variables)' });
+    }
+    return {
+      url: scheme === undefined ? resolve(s.url) : s.url, endpoint: s.endpoint, region: s.region,
+      accessKeyId: s.accessKeyId, secretAccessKey: s.secretAccessKey, pathStyle: s.pathStyle, uploadWorkers: s.uploadWorkers,
+    };
+  });
 }
 
-function onlyKeys(o: Obj, key: string, allowed: readonly string[]): void {
-  for (const k of Object.keys(o)) {
-    if (!allowed.includes(k)) fail(key ? `${key}.${k}` : k, `unknown key (allowed: ${allowed.join(', ')})`);
-  }
-}
-
-function str(o: Obj, k: string, key: string): string | undefined {
-  const v = o[k];
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'string' || v === '') fail(`${key}.${k}`.replace(/^\./, ''), 'must be a non-empty string');
-  return v;
-}
-
-function oneOf<T extends string>(o: Obj, k: string, key: string, allowed: readonly T[], dflt: T): T {
-  const v = o[k] ?? dflt;
-  if (!allowed.includes(v as T)) fail(`${key}.${k}`.replace(/^\./, ''), `must be one of ${allowed.join(', ')} (got '${String(v)}')`);
-  return v as T;
-}
-
-function bool(o: Obj, k: string, key: string, dflt: boolean): boolean {
-  const v = o[k] ?? dflt;
-  if (typeof v !== 'boolean') fail(`${key}.${k}`, 'must be true or false');
-  return v;
-}
-
-function duration(o: Obj, k: string, key: string, dfltMs: number): number {
-  const v = o[k];
-  if (v === undefined) return dfltMs;
-  const m = typeof v === 'number' ? [String(v), String(v), 's'] : /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(String(v).trim());
-  if (!m) fail(`${key}.${k}`, `'${String(v)}' is not a duration (e.g. 30s, 500ms, 5m)`);
-  const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
-  return Math.round(Number(m[1]) * mult);
+/** The whole daemon config file; `resolve` makes relative paths absolute. */
+export function daemonConfigSchema(resolve: Resolve) {
+  const volume = z.preprocess(
+    // mode defaults to raw
+    (v) => (isMapping(v) && v.mode === undefined ? { ...v, mode: 'raw' } : v),
+    z.discriminatedUnion('mode', [rawVolumeSchema(resolve), storedVolumeSchema(resolve), cachedVolumeSchema(resolve)], {
+      error: (iss) => (iss.code === 'invalid_union' && isMapping(iss.input)
+        ? `must be one of raw, stored, cached (got '${String(iss.input.mode)}')` : undefined),
+    }),
+  );
+  return section({
+    log: defaultedSection({ level: oneOf(LOG_LEVELS).default('info'), format: oneOf(LOG_FORMATS).default('json') }),
+    admin: defaultedSection({ socket: text.transform((p) => resolve(p)).default(DEFAULT_ADMIN_SOCKET) }),
+    metrics: nullIsAbsent(section({ listen: hostPort }).optional()),
+    listen: nullIsAbsent(z.array(listenSchema(resolve)).min(1, 'must be a non-empty list of {tcp: host:port} or {unix: path}')
+      .prefault([{ tcp: '127.0.0.1:10809' }])),
+    tls: nullIsAbsent(section({
+      cert: text.transform((p) => resolve(p)).optional(),
+      key: text.transform((p) => resolve(p)).optional(),
+      ca: text.transform((p) => resolve(p)).optional(),
+      psk: text.transform((p) => resolve(p)).optional(),
+    }).transform((t, ctx): TlsFiles => {
+      if ((t.cert === undefined) !== (t.key === undefined)) ctx.addIssue({ code: 'custom', message: 'cert and key must be given together' });
+      else if (t.cert === undefined && t.psk === undefined) ctx.addIssue({ code: 'custom', message: 'needs cert+key, psk, or both' });
+      return Object.fromEntries(Object.entries(t).filter(([, v]) => v !== undefined)) as TlsFiles;
+    }).optional()),
+    nbd: defaultedSection({ handshakeTimeout: duration(1).default(120_000), shutdownGrace: duration().default(30_000) }),
+    volumes: nullIsAbsent(z.array(volume).min(1, 'at least one volume is required').prefault([])),
+    store: nullIsAbsent(storeSchema(resolve).optional()),
+    dataDir: text.transform((p) => resolve(p)).default('/var/lib/blockgate'),
+    control: nullIsAbsent(controlSectionSchema(resolve).optional()),
+    tuning: tuningSchema,
+  }).transform((c, ctx): DaemonConfig => {
+    const names = new Set<string>();
+    const volumes = c.volumes.map((v, i): VolumeConfig => {
+      if (names.has(v.name)) ctx.addIssue({ code: 'custom', path: ['volumes', i, 'name'], message: `duplicate volume name '${v.name}'` });
+      names.add(v.name);
+      if (v.tls !== undefined && v.tls !== 'off' && !c.tls) {
+        ctx.addIssue({ code: 'custom', path: ['volumes', i, 'tls'], message: `'${v.tls}' needs a top-level tls section (cert/key or psk)` });
+      }
+      if (v.mode !== 'raw' && !c.store) ctx.addIssue({ code: 'custom', path: ['volumes', i], message: `mode '${v.mode}' needs a top-level store section (store: {url: ...})` });
+      return withTls(v, c.tls ? 'on' : 'off') as VolumeConfig;
+    });
+    return {
+      log: c.log, admin: c.admin, metrics: c.metrics, listen: c.listen, tls: c.tls,
+      nbd: { handshakeTimeoutMs: c.nbd.handshakeTimeout, shutdownGraceMs: c.nbd.shutdownGrace },
+      volumes, store: c.store, dataDir: c.dataDir,
+      control: c.control ? controlConfig(c.control, c.dataDir) : undefined,
+      tuning: c.tuning,
+    };
+  });
 }
 
 export function parseConfig(text: string, baseDir: string, source = 'config'): DaemonConfig {
@@ -140,158 +195,8 @@ export function parseConfig(text: string, baseDir: string, source = 'config'): D
   if (doc.errors.length > 0) {
     throw new BlockgateError(ErrorCodes.CONFIG, `${source}: invalid YAML: ${doc.errors[0]!.message}`);
   }
-  const root = obj(doc.toJS() ?? {}, '(top level)');
-  onlyKeys(root, '', ['log', 'admin', 'metrics', 'listen', 'tls', 'nbd', 'volumes', 'store', 'dataDir', 'control']);
-  const path = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
-
-  const logObj = obj(root.log ?? {}, 'log');
-  onlyKeys(logObj, 'log', ['level', 'format']);
-  const log = { level: oneOf(logObj, 'level', 'log', LOG_LEVELS, 'info'), format: oneOf(logObj, 'format', 'log', LOG_FORMATS, 'json') };
-
-  const adminObj = obj(root.admin ?? {}, 'admin');
-  onlyKeys(adminObj, 'admin', ['socket']);
-  const admin = { socket: path(str(adminObj, 'socket', 'admin') ?? DEFAULT_ADMIN_SOCKET) };
-
-  let metrics: DaemonConfig['metrics'];
-  if (root.metrics !== undefined && root.metrics !== null) {
-    const m = obj(root.metrics, 'metrics');
-    onlyKeys(m, 'metrics', ['listen']);
-    const listen = str(m, 'listen', 'metrics') ?? fail('metrics.listen', 'is required (host:port)');
-    try { parseHostPort(listen); } catch (err) { fail('metrics.listen', errorMessage(err)); }
-    metrics = { listen };
-  }
-
-  const listenRaw = root.listen ?? [{ tcp: '127.0.0.1:10809' }];
-  if (!Array.isArray(listenRaw) || listenRaw.length === 0) fail('listen', 'must be a non-empty list of {tcp: host:port} or {unix: path}');
-  const listen = listenRaw.map((entry, i): ListenSpec => {
-    const key = `listen[${i}]`;
-    const e = obj(entry, key);
-    onlyKeys(e, key, ['tcp', 'unix', 'mode']);
-    const tcp = str(e, 'tcp', key);
-    const unix = str(e, 'unix', key);
-    if ((tcp === undefined) === (unix === undefined)) fail(key, 'needs exactly one of tcp or unix');
-    if (tcp !== undefined) {
-      try { parseHostPort(tcp); } catch (err) { fail(`${key}.tcp`, errorMessage(err)); }
-      return { tcp };
-    }
-    const mode = e.mode === undefined ? undefined : Number.parseInt(String(e.mode), 8);
-    if (mode !== undefined && (!Number.isInteger(mode) || mode < 0 || mode > 0o777)) fail(`${key}.mode`, 'must be an octal file mode such as 0660');
-    return mode === undefined ? { unix: path(unix!) } : { unix: path(unix!), mode };
-  });
-
-  let tls: TlsFiles | undefined;
-  if (root.tls !== undefined && root.tls !== null) {
-    const t = obj(root.tls, 'tls');
-    onlyKeys(t, 'tls', ['cert', 'key', 'ca', 'psk']);
-    const files: Record<string, string> = {};
-    for (const k of ['cert', 'key', 'ca', 'psk']) {
-      const v = str(t, k, 'tls');
-      if (v !== undefined) files[k] = path(v);
-    }
-    if ((files.cert === undefined) !== (files.key === undefined)) fail('tls', 'cert and key must be given together');
-    if (files.cert === undefined && files.psk === undefined) fail('tls', 'needs cert+key, psk, or both');
-    tls = files;
-  }
-
-  const nbdObj = obj(root.nbd ?? {}, 'nbd');
-  onlyKeys(nbdObj, 'nbd', ['handshakeTimeout', 'shutdownGrace']);
-  const nbd = {
-    handshakeTimeoutMs: duration(nbdObj, 'handshakeTimeout', 'nbd', 120_000),
-    shutdownGraceMs: duration(nbdObj, 'shutdownGrace', 'nbd', 30_000),
-  };
-
-  const volumesRaw = root.volumes ?? [];
-  if (!Array.isArray(volumesRaw)) fail('volumes', 'must be a list');
-  const names = new Set<string>();
-  const volumes = volumesRaw.map((entry, i): VolumeConfig => {
-    const key = `volumes[${i}]`;
-    const v = obj(entry, key);
-    const mode = oneOf(v, 'mode', key, VOLUME_MODES, 'raw');
-    const name = str(v, 'name', key) ?? fail(`${key}.name`, 'is required');
-    if (!EXPORT_NAME.test(name)) fail(`${key}.name`, `'${name}' must be 1-128 characters of letters, digits, '.', '_' or '-'`);
-    if (names.has(name)) fail(`${key}.name`, `duplicate volume name '${name}'`);
-    names.add(name);
-    let size: number | undefined;
-    if (v.size !== undefined) {
-      size = parseSize(v.size as string | number);
-      if (size === undefined || size <= 0) fail(`${key}.size`, `'${String(v.size)}' is not a size (e.g. 10GiB, 512MiB, 1073741824)`);
-    }
-    if (mode === 'cached') {
-      // The store is primary: no local disk (cache: and writeLog: instead).
-      if (root.store === undefined || root.store === null) fail(key, "mode 'cached' needs a top-level store section (store: {url: ...})");
-      const cachedTls = oneOf(v, 'tls', key, TLS_POLICIES, tls ? 'on' : 'off');
-      if (cachedTls !== 'off' && !tls) fail(`${key}.tls`, `'${cachedTls}' needs a top-level tls section (cert/key or psk)`);
-      return { name, mode, readOnly: false, description: str(v, 'description', key), tls: cachedTls, ...parseCachedVolume(v, key, path) };
-    }
-    const disk = str(v, 'disk', key) ?? fail(`${key}.disk`, 'is required (a file or block device path)');
-    const tlsPolicy = oneOf(v, 'tls', key, TLS_POLICIES, tls ? 'on' : 'off');
-    if (tlsPolicy !== 'off' && !tls) fail(`${key}.tls`, `'${tlsPolicy}' needs a top-level tls section (cert/key or psk)`);
-    const common = { name, size, disk: path(disk), description: str(v, 'description', key), tls: tlsPolicy };
-    // One case per volume mode: each validates its own keys.
-    switch (mode) {
-      case 'raw':
-        onlyKeys(v, key, [...COMMON_VOLUME_KEYS, 'readOnly']);
-        return { ...common, mode, readOnly: bool(v, 'readOnly', key, false) };
-      case 'stored':
-        onlyKeys(v, key, [...COMMON_VOLUME_KEYS, 'writeLog', 'blockSize', 'snapshots', 'restoreFrom', 'uploadInterval']);
-        if (root.store === undefined || root.store === null) fail(key, "mode 'stored' needs a top-level store section (store: {url: ...})");
-        return { ...common, mode, readOnly: false, ...parseStoredVolume(v, key, path) };
-    }
-  });
-  if (volumes.length === 0) fail('volumes', 'at least one volume is required');
-  const store = root.store === undefined || root.store === null ? undefined : parseStore(obj(root.store, 'store'), path);
-  const dataDir = path(str(root, 'dataDir', '') ?? '/var/lib/blockgate');
-  const control = parseControlSection(root.control, baseDir, dataDir);
-  return { log, admin, metrics, listen, tls, nbd, volumes, store, dataDir, control };
-}
-
-function parseStore(s: Obj, path: (p: string) => string): StoreConfig {
-  onlyKeys(s, 'store', ['url', 'endpoint', 'region', 'accessKeyId', 'secretAccessKey', 'pathStyle', 'uploadWorkers']);
-  let url = str(s, 'url', 'store') ?? fail('store.url', 'is required (file:///path, a path, or s3://bucket/prefix)');
-  const scheme = /^([a-zA-Z][a-zA-Z0-9+.-]*):/.exec(url)?.[1]?.toLowerCase();
-  if (scheme === undefined) url = path(url);
-  else if (scheme !== 'file' && scheme !== 's3') fail('store.url', `unsupported scheme '${scheme}:' (use file:///path, a path, or s3://bucket/prefix)`);
-  if ((s.accessKeyId === undefined) !== (s.secretAccessKey === undefined)) fail('store', 'accessKeyId and secretAccessKey must be given together (or neither: AWS_* environment variables)');
-  const workers = s.uploadWorkers ?? 8;
-  if (typeof workers !== 'number' || !Number.isInteger(workers) || workers < 1 || workers > 256) fail('store.uploadWorkers', 'must be an integer in 1..256');
-  return {
-    url,
-    endpoint: str(s, 'endpoint', 'store'),
-    region: str(s, 'region', 'store'),
-    accessKeyId: str(s, 'accessKeyId', 'store'),
-    secretAccessKey: str(s, 'secretAccessKey', 'store'),
-    pathStyle: s.pathStyle === undefined ? undefined : bool(s, 'pathStyle', 'store', false),
-    uploadWorkers: workers,
-  };
-}
-
-function parseStoredVolume(v: Obj, key: string, path: (p: string) => string): Omit<StoredVolumeConfig, 'name' | 'mode' | 'size' | 'disk' | 'readOnly' | 'description' | 'tls'> {
-  const wl = obj(v.writeLog ?? fail(`${key}.writeLog`, 'is required ({dir, size})'), `${key}.writeLog`);
-  onlyKeys(wl, `${key}.writeLog`, ['dir', 'size']);
-  const dir = str(wl, 'dir', `${key}.writeLog`) ?? fail(`${key}.writeLog.dir`, 'is required');
-  const logSize = parseSize((wl.size ?? fail(`${key}.writeLog.size`, 'is required (e.g. 8GiB)')) as string | number);
-  if (logSize === undefined || logSize < 1024 * 1024) fail(`${key}.writeLog.size`, `'${String(wl.size)}' is not a size of at least 1MiB`);
-  let blockSize = 512 * 1024;
-  if (v.blockSize !== undefined) {
-    const bs = parseSize(v.blockSize as string | number);
-    if (bs === undefined || bs < 64 * 1024 || bs > 4 * 1024 * 1024 || (bs & (bs - 1)) !== 0) fail(`${key}.blockSize`, `'${String(v.blockSize)}' must be a power of two between 64KiB and 4MiB`);
-    blockSize = bs;
-  }
-  let snapshots: StoredVolumeConfig['snapshots'];
-  if (v.snapshots !== undefined && v.snapshots !== null) {
-    const sn = obj(v.snapshots, `${key}.snapshots`);
-    onlyKeys(sn, `${key}.snapshots`, ['interval', 'keep']);
-    if (sn.interval === undefined) fail(`${key}.snapshots.interval`, 'is required (e.g. 1h)');
-    const intervalMs = duration(sn, 'interval', `${key}.snapshots`, 0);
-    if (intervalMs < 1000) fail(`${key}.snapshots.interval`, 'must be at least 1s');
-    const keep = sn.keep;
-    if (keep !== undefined && (typeof keep !== 'number' || !Number.isInteger(keep) || keep < 1)) fail(`${key}.snapshots.keep`, 'must be a positive integer');
-    snapshots = { intervalMs, keep: keep as number | undefined };
-  }
-  const restoreFrom = str(v, 'restoreFrom', key);
-  if (restoreFrom !== undefined && !/^v?snap-[0-9a-f]+$/.test(restoreFrom)) fail(`${key}.restoreFrom`, `'${restoreFrom}' is not a snapshot id (vsnap-... or snap-...)`);
-  const uploadIntervalMs = duration(v, 'uploadInterval', key, 1000);
-  return { writeLog: { dir: path(dir), size: logSize }, blockSize, snapshots, restoreFrom, uploadIntervalMs };
+  const resolvePath = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
+  return parseWith(daemonConfigSchema(resolvePath), doc.toJS() ?? {}, { code: ErrorCodes.CONFIG });
 }
 
 export function loadConfig(file: string): DaemonConfig {

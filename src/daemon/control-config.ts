@@ -1,8 +1,8 @@
 // The daemon's `control:` section: where the gateway agent activates and
-// keeps its control channel. Parsed here so config.ts only delegates.
-import { isAbsolute, resolve } from 'node:path';
-import { BlockgateError, ErrorCodes } from '../errors.js';
-import { parseHostPort } from '../util/host-port.js';
+// keeps its control channel. One schema (zod), used by config.ts's schema.
+import { resolve as resolvePath } from 'node:path';
+import { z } from 'zod';
+import { hostPort, section, text } from '../config/fields.js';
 
 export interface ControlConfig {
   /** Control endpoint, http(s)://host:port */
@@ -15,28 +15,17 @@ export interface ControlConfig {
   readonly stateDir: string;
 }
 
-function fail(key: string, message: string): never {
-  throw new BlockgateError(ErrorCodes.CONFIG, `control.${key}: ${message}`);
+/** The section as written; stateDir defaults to dataDir/gateway once dataDir is known (controlConfig). */
+export function controlSectionSchema(resolve: (p: string) => string) {
+  return section({
+    url: z.string({ error: 'is required: http(s)://host:port of the control server' })
+      .refine((u) => /^https?:\/\/[^/]+/.test(u), { error: 'is required: http(s)://host:port of the control server' }),
+    activationListen: hostPort.default('127.0.0.1:8080'),
+    ca: text.transform((p) => resolve(p)).optional(),
+    stateDir: text.transform((p) => resolve(p)).optional(),
+  });
 }
 
-export function parseControlSection(raw: unknown, baseDir: string, dataDir: string): ControlConfig | undefined {
-  if (raw === undefined || raw === null) return undefined;
-  if (typeof raw !== 'object' || Array.isArray(raw)) throw new BlockgateError(ErrorCodes.CONFIG, 'control: must be a mapping');
-  const o = raw as Record<string, unknown>;
-  for (const k of Object.keys(o)) {
-    if (!['url', 'activationListen', 'ca', 'stateDir'].includes(k)) fail(k, 'unknown key (allowed: url, activationListen, ca, stateDir)');
-  }
-  const path = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
-  if (typeof o.url !== 'string' || !/^https?:\/\/[^/]+/.test(o.url)) fail('url', 'is required: http(s)://host:port of the control server');
-  const activationListen = o.activationListen ?? '127.0.0.1:8080';
-  if (typeof activationListen !== 'string') fail('activationListen', 'must be host:port');
-  try { parseHostPort(activationListen); } catch (err) { fail('activationListen', (err as Error).message); }
-  if (o.ca !== undefined && typeof o.ca !== 'string') fail('ca', 'must be a file path');
-  if (o.stateDir !== undefined && typeof o.stateDir !== 'string') fail('stateDir', 'must be a directory path');
-  return {
-    url: o.url,
-    activationListen,
-    ca: o.ca === undefined ? undefined : path(o.ca),
-    stateDir: o.stateDir === undefined ? resolve(dataDir, 'gateway') : path(o.stateDir),
-  };
+export function controlConfig(c: z.output<ReturnType<typeof controlSectionSchema>>, dataDir: string): ControlConfig {
+  return { url: c.url, activationListen: c.activationListen, ca: c.ca, stateDir: c.stateDir ?? resolvePath(dataDir, 'gateway') };
 }

@@ -17,6 +17,7 @@ import { RawVolume } from '../volumes/raw.js';
 import { StoredRuntime, openStore } from '../volumes/stored/runtime.js';
 import { CachedRuntime, persistedCachedVolumes } from '../volumes/cached/runtime.js';
 import { packageVersion } from '../util/version.js';
+import { applyTuning } from '../config/tuning.js';
 import { claimUnixSocketPath } from '../util/unix-socket.js';
 import { loadRuntimeVolumes, runtimeVolumeConfig, saveRuntimeVolume } from './runtime-volumes.js';
 import { GatewayAgent } from '../control-plane/agent/agent.js';
@@ -58,6 +59,8 @@ async function openVolume(v: VolumeConfig, logger: Logger, runtimes: ModeRuntime
 }
 
 export async function startDaemon(config: DaemonConfig, logger: Logger): Promise<RunningDaemon> {
+  // The data-path knobs, before anything that reads them (volumes, chunk caches, S3 stores) opens.
+  applyTuning(config.tuning);
   const tls = config.tls ? loadTlsConfig(config.tls) : undefined;
   const exports: NbdExport[] = [];
   const runtimes: ModeRuntimes = {};
@@ -107,7 +110,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     server = nbd;
     for (const spec of config.listen) addresses.push(await nbd.listen(spec));
     const status: StatusSource = {
-      version: packageVersion(), startedAt: new Date(), addresses, server: nbd, exports, modes,
+      version: packageVersion(), startedAt: new Date(), addresses, server: nbd, exports, modes, store: sharedStore,
       details: (name) => (runtimes.stored?.details(name) ?? runtimes.cached?.details(name)) as Record<string, unknown> | undefined,
     };
     statusSource = status;
@@ -160,7 +163,8 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
           if (typeof b.snapshot !== 'string' || typeof b.volume !== 'string') {
             throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, 'body must be {"snapshot": "vsnap-...|snap-...", "volume": "NAME", "size"?: ...}: the volume is served at once and filled lazily');
           }
-          return createVolume({ ...b, name: b.volume, mode: 'stored', fromSnapshot: b.snapshot });
+          const { snapshot, volume, ...rest } = b;
+          return createVolume({ ...rest, name: volume, mode: 'stored', fromSnapshot: snapshot });
         },
       },
       { method: 'GET', path: '/v1/restores', handler: restores },

@@ -48,6 +48,8 @@ interface Addon {
   sha256?(data: Uint8Array): Promise<Buffer>;
   preadVerify(fd: number, segments: VerifyList, unitBytes: number): Promise<Float64Array>;
   crc32c(buffer: Uint8Array, initial?: number): number;
+  /** Absent in addons built before it existed. */
+  crc32cImpl?(): 'avx512' | 'sse42' | 'table';
 }
 
 /** Error thrown by the addon: a Node-style system error. */
@@ -58,6 +60,7 @@ export interface NativeError extends Error {
 }
 
 let addon: Addon | undefined;
+let addonPath: string | undefined;
 let loadError: Error | undefined;
 
 function candidates(): string[] {
@@ -65,6 +68,7 @@ function candidates(): string[] {
   // either way the repository root is two levels up.
   const here = dirname(fileURLToPath(import.meta.url));
   const root = join(here, '..', '..');
+  // Development and test only: load this addon file first (e.g. a bundled benchmark); see docs/tuning.md.
   const fromEnv = process.env.BLOCKGATE_NATIVE_ADDON;
   return [
     ...(fromEnv ? [fromEnv] : []),
@@ -82,6 +86,7 @@ function load(): Addon {
     if (!existsSync(path)) continue;
     try {
       addon = require(path) as Addon;
+      addonPath = path;
       return addon;
     } catch (err) {
       loadError = new Error(`cannot load native addon ${path}: ${(err as Error).message}`, { cause: err });
@@ -99,6 +104,16 @@ export function nativeAvailable(): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/** Where the addon was loaded from, or why it was not (for `blockgate status`). */
+export function nativeAddonInfo(): { loaded: true; path: string } | { loaded: false; error: string } {
+  try {
+    load();
+    return { loaded: true, path: addonPath! };
+  } catch (err) {
+    return { loaded: false, error: (err as Error).message };
   }
 }
 
@@ -247,18 +262,6 @@ export function preadVerify(
 }
 
 /**
- * BLOCKGATE_RAW_NOWAIT_MAX (bytes, >= 0): the benchmark knob for the
- * RWF_NOWAIT fast path of raw volumes and chunk caches; undefined when unset
- * or not a byte count.
- */
-export function nowaitMaxFromEnv(): number | undefined {
-  const v = process.env.BLOCKGATE_RAW_NOWAIT_MAX;
-  if (v === undefined || v === '') return undefined;
-  const n = Number(v);
-  return Number.isSafeInteger(n) && n >= 0 ? n : undefined;
-}
-
-/**
  * The addon's CRC32C (Castagnoli; same values as @node-rs/crc32's crc32c),
  * synchronous, continuing from `initial` (the CRC of the bytes before):
  * ~56 GB/s on 1 MiB with AVX-512 (VPCLMULQDQ) where the CPU has it,
@@ -266,4 +269,9 @@ export function nowaitMaxFromEnv(): number | undefined {
  */
 export function crc32c(buffer: Uint8Array, initial = 0): number {
   return load().crc32c(buffer, initial);
+}
+
+/** Which CRC32C code the addon runs on this CPU: AVX-512 folding, SSE4.2, or slicing-by-8 tables. */
+export function crc32cImplementation(): 'avx512' | 'sse42' | 'table' | 'unknown' {
+  return load().crc32cImpl?.() ?? 'unknown';
 }

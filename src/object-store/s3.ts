@@ -45,6 +45,7 @@ import type { GetOptions, GetResult, ListOptions, ObjectInfo, ObjectStore, PutOp
 import { Semaphore } from './semaphore.js';
 import { sha256Async } from '../util/sha256.js';
 import { S3DirectRequests } from './s3-direct.js';
+import { tuning } from '../config/tuning.js';
 
 export interface S3Credentials {
   accessKeyId: string;
@@ -76,7 +77,7 @@ export interface S3ObjectStoreOptions {
    * GET/PUT/HEAD as plain signed HTTP requests instead of through the SDK's
    * middleware stack (s3-direct.ts). Default: on with a custom endpoint
    * (off for AWS itself, whose endpoint rules only the SDK knows), unless the
-   * environment sets BLOCKGATE_S3_DIRECT=0.
+   * daemon config sets tuning.s3DirectRequests: false.
    */
   directRequests?: boolean;
 }
@@ -127,7 +128,7 @@ export class S3ObjectStore implements ObjectStore {
     if (options.endpoint) config.endpoint = options.endpoint;
     if (options.credentials) config.credentials = { ...options.credentials };
     this.client = new S3Client(config);
-    const direct = options.directRequests ?? (options.endpoint !== undefined && process.env['BLOCKGATE_S3_DIRECT'] !== '0');
+    const direct = options.directRequests ?? (options.endpoint !== undefined && tuning().s3DirectRequests);
     if (direct && options.endpoint) {
       this.direct = new S3DirectRequests({
         endpoint: options.endpoint,

@@ -55,3 +55,12 @@ export function crc32c(buf: Uint8Array, initial = 0): number {
   if (buf.length >= NATIVE_MIN) return bulkCrc32c(buf, initial);
   return crc32cTable(buf, initial);
 }
+
+/**
+ * Which code computes bulk CRC32C in this process (for `blockgate status`):
+ * the addon's avx512 / sse42 / table (BLOCKGATE_NATIVE_CRC, test-only, caps
+ * it), or node-rs when the addon is not built.
+ */
+export function crc32cImplementation(): 'avx512' | 'sse42' | 'table' | 'node-rs' | 'unknown' {
+  return native.nativeAvailable() ? native.crc32cImplementation() : 'node-rs';
+}

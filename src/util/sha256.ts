@@ -15,9 +15,20 @@ const INLINE_MAX = 16 * 1024;
 
 let native: ((data: Uint8Array) => Promise<Buffer>) | null | undefined;
 
+/** The addon's hash, or null. BLOCKGATE_NATIVE_SHA256=0 is test-only: it forces the WebCrypto fallback (docs/tuning.md). */
+function nativeHash(): ((data: Uint8Array) => Promise<Buffer>) | null {
+  if (native === undefined) native = (process.env.BLOCKGATE_NATIVE_SHA256 === '0' ? undefined : nativeSha256()) ?? null;
+  return native;
+}
+
 export async function sha256Async(data: Uint8Array): Promise<Buffer> {
   if (data.byteLength <= INLINE_MAX) return createHash('sha256').update(data).digest();
-  if (native === undefined) native = (process.env.BLOCKGATE_NATIVE_SHA256 === '0' ? undefined : nativeSha256()) ?? null;
-  if (native) return native(data);
+  const hash = nativeHash();
+  if (hash) return hash(data);
   return Buffer.from(await webcrypto.subtle.digest('SHA-256', data));
+}
+
+/** Which code hashes block-sized data in this process (for `blockgate status`). */
+export function sha256Implementation(): 'native' | 'webcrypto' {
+  return nativeHash() ? 'native' : 'webcrypto';
 }

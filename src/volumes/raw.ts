@@ -41,6 +41,7 @@ import type {
 import { BlockgateError, ErrorCodes, type ErrorCode } from '../errors.js';
 import { silentLogger, type Logger } from '../log.js';
 import * as native from '../native/index.js';
+import { tuning } from '../config/tuning.js';
 import { parseSize } from '../util/size.js';
 
 export const RAW_MIN_BLOCK_SIZE = 1;
@@ -62,7 +63,8 @@ export interface RawVolumeOptions {
   /**
    * Requests up to this many bytes first try a non-blocking copy from/to the
    * page cache on the event loop (preadv2/pwritev2 RWF_NOWAIT), skipping the
-   * thread-pool round trip on a cache hit; 0 disables. Default 64 KiB.
+   * thread-pool round trip on a cache hit; 0 disables. Default: the daemon
+   * config's tuning.nowaitMax (64 KiB unless set).
    */
   nowaitMax?: number;
   /** Testing: treat these primitives as unsupported (EOPNOTSUPP) from the start. */
@@ -70,7 +72,6 @@ export interface RawVolumeOptions {
 }
 
 const ZERO_CHUNK = 1024 * 1024;
-export const RAW_DEFAULT_NOWAIT_MAX = 64 * 1024;
 let zeroChunk: Buffer | undefined;
 function zeros(): Buffer {
   return (zeroChunk ??= Buffer.alloc(ZERO_CHUNK));
@@ -293,7 +294,7 @@ export class RawVolume implements BlockDevice {
       const hwWriteZeroes = isBlockDevice && Number((await queueAttr(fst.rdev, 'write_zeroes_max_bytes')) ?? '0') > 0;
       const volume = new RawVolume(
         path, fd, dsyncFd, isBlockDevice, size, readOnly, rotational, hasNative, hwWriteZeroes, log, options.unsupported ?? [],
-        options.nowaitMax ?? native.nowaitMaxFromEnv() ?? RAW_DEFAULT_NOWAIT_MAX,
+        options.nowaitMax ?? tuning().nowaitMax,
       );
       log.debug('opened', { size, blockDevice: isBlockDevice, readOnly, fuaMode, rotational });
       return volume;

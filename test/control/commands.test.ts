@@ -96,13 +96,13 @@ describe('commands over the long-poll channel', () => {
   it('bad command arguments are refused when queued, with a one-line error', async () => {
     const name = await cli(['control', 'command', ...conn(control), '--gateway', 'gw-cmd', 'create-volume', '--name', 'bad name!', '--size', '1G']);
     expect(name.code).toBe(1);
-    expect(name.stderr).toMatch(/^blockgate: create-volume: name must be a volume name.*\[ERR_INVALID_ARGUMENT\]\n$/);
+    expect(name.stderr).toMatch(/^blockgate: create-volume: args\.name: 'bad name!' must be 1-128 characters.*\[ERR_INVALID_ARGUMENT\]\n$/);
     const size = await cli(['control', 'command', ...conn(control), '--gateway', 'gw-cmd', 'create-volume', '--name', 'v', '--size', '12XB']);
     expect(size.code).toBe(1);
     expect(size.stderr).toContain("--size: '12XB' is not a size");
     const every = await cli(['control', 'command', ...conn(control), '--gateway', 'gw-cmd', 'set-snapshot-schedule', '--volume', 'v', '--every', '5s']);
     expect(every.code).toBe(1);
-    expect(every.stderr).toContain('intervalSeconds must be an integer >= 60');
+    expect(every.stderr).toContain('set-snapshot-schedule: args.intervalSeconds: must be a number of seconds >= 60 (got 5)');
     const noGw = await cli(['control', 'command', ...conn(control), 'snapshot', '--volume', 'v']);
     expect(noGw.code).toBe(1);
     expect(noGw.stderr).toContain('--gateway NAME is required');

@@ -116,7 +116,7 @@ describe.each(storeFactories())('blockgate snapshot CLI on $name store', (factor
   it('bad input gets one clean line and exit 1', () => {
     expectCleanFailure(s('snapshot', 'upload', join(dir, 'missing.img')), /missing\.img: no such file/);
     expectCleanFailure(s('snapshot', 'upload', join(dir, 'c.img'), '--volume', 'x', '--block-size', '3000'), /block size 3000/);
-    expectCleanFailure(s('gc', '--grace', 'soon'), /invalid duration/);
+    expectCleanFailure(s('gc', '--grace', 'soon'), /--grace: 'soon' is not a duration/);
     expectCleanFailure(s('snapshot', 'diff', 'snap-000000000000aaaaaaaaaa', 'nope'), /not found/);
   });
 });

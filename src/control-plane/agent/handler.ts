@@ -5,7 +5,10 @@
 // the command comes again); the agent remembers completed command ids so a
 // redelivery in the same process is answered without calling the handler
 // twice, but handlers should still be idempotent across restarts.
+import { z } from 'zod';
 import { BlockgateError, ErrorCodes } from '../../errors.js';
+import { integer, nullIsAbsent, oneOf, parseWith, section, snapshotId, volumeName } from '../../config/fields.js';
+import { VOLUME_MODES } from '../../config/volumes.js';
 import type { CommandType } from '../protocol.js';
 
 export interface CreateVolumeSpec {
@@ -44,59 +47,40 @@ export interface GatewayCommandHandler {
   setSnapshotSchedule(schedule: SnapshotSchedule): Promise<unknown>;
 }
 
-const NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** Absent and null both mean "not set" (null = unlimited / keep all). */
+const optional = <S extends z.ZodType>(schema: S) => nullIsAbsent(schema.optional()).transform((v) => v ?? null);
 
-function bad(type: string, msg: string): never {
-  throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `${type}: ${msg}`);
-}
-
-function volumeName(type: string, v: unknown, key: string): string {
-  if (typeof v !== 'string' || !NAME.test(v)) bad(type, `${key} must be a volume name (1-128 letters, digits, '.', '_' or '-'), got ${JSON.stringify(v)}`);
-  return v;
-}
-
-function optCount(type: string, v: unknown, key: string, min: number): number | null {
-  if (v === undefined || v === null) return null;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) bad(type, `${key} must be an integer >= ${min} or null, got ${JSON.stringify(v)}`);
-  return v;
-}
+/**
+ * One schema per command's args, built from the config's field schemas
+ * (volume names, snapshot ids, modes: the same rules as the YAML and the admin API).
+ */
+const COMMAND_ARGS = {
+  'create-volume': section({
+    name: volumeName,
+    size: integer(1, Number.MAX_SAFE_INTEGER, 'a number of bytes'),
+    mode: oneOf(VOLUME_MODES).default('raw'),
+    fromSnapshot: nullIsAbsent(snapshotId.optional()),
+  }).transform((a) => ({ name: a.name, size: a.size, mode: a.mode, ...(a.fromSnapshot ? { fromSnapshot: a.fromSnapshot } : {}) })),
+  snapshot: section({ volumes: z.array(volumeName).min(1, 'must be a non-empty list of volume names') }),
+  'set-bandwidth': section({
+    upload: optional(integer(1, Number.MAX_SAFE_INTEGER, 'bytes per second')),
+    download: optional(integer(1, Number.MAX_SAFE_INTEGER, 'bytes per second')),
+  }).refine((a) => a.upload !== null || a.download !== null, { error: 'give upload and/or download (bytes per second; null = unlimited)' }),
+  'set-snapshot-schedule': section({
+    volume: volumeName,
+    intervalSeconds: optional(integer(60, Number.MAX_SAFE_INTEGER, 'a number of seconds')),
+    retain: optional(integer(1)),
+  }),
+} satisfies Record<CommandType, z.ZodType>;
 
 /** Validates and normalises command arguments (used by the server on enqueue and by the agent on delivery). */
 export function validateCommand(type: string, args: unknown): { type: CommandType; args: Record<string, unknown> } {
-  if (args === null || typeof args !== 'object' || Array.isArray(args)) bad(type, 'args must be an object');
-  const a = args as Record<string, unknown>;
-  switch (type) {
-    case 'create-volume': {
-      const size = optCount(type, a.size, 'size', 1) ?? bad(type, 'size (bytes) is required');
-      const mode = a.mode ?? 'raw';
-      if (typeof mode !== 'string' || !/^[a-z][a-z0-9-]{0,31}$/.test(mode)) bad(type, `mode must be a word such as raw, cached or stored, got ${JSON.stringify(mode)}`);
-      const spec: Record<string, unknown> = { name: volumeName(type, a.name, 'name'), size, mode };
-      if (a.fromSnapshot !== undefined && a.fromSnapshot !== null) {
-        if (typeof a.fromSnapshot !== 'string' || a.fromSnapshot === '') bad(type, 'fromSnapshot must be a snapshot id');
-        spec.fromSnapshot = a.fromSnapshot;
-      }
-      return { type, args: spec };
-    }
-    case 'snapshot': {
-      if (!Array.isArray(a.volumes) || a.volumes.length === 0) bad(type, 'volumes must be a non-empty list of volume names');
-      return { type, args: { volumes: (a.volumes as unknown[]).map((v, i) => volumeName(type, v, `volumes[${i}]`)) } };
-    }
-    case 'set-bandwidth': {
-      if (a.upload === undefined && a.download === undefined) bad(type, 'give upload and/or download (bytes per second; null = unlimited)');
-      return { type, args: { upload: optCount(type, a.upload, 'upload', 1), download: optCount(type, a.download, 'download', 1) } };
-    }
-    case 'set-snapshot-schedule':
-      return {
-        type,
-        args: {
-          volume: volumeName(type, a.volume, 'volume'),
-          intervalSeconds: optCount(type, a.intervalSeconds, 'intervalSeconds', 60),
-          retain: optCount(type, a.retain, 'retain', 1),
-        },
-      };
-    default:
-      return bad(type, `unknown command type (known: create-volume, snapshot, set-bandwidth, set-snapshot-schedule)`);
+  if (!Object.hasOwn(COMMAND_ARGS, type)) {
+    throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, `${type}: unknown command type (known: ${Object.keys(COMMAND_ARGS).join(', ')})`);
   }
+  const t = type as CommandType;
+  const parsed = parseWith(COMMAND_ARGS[t], args, { code: ErrorCodes.INVALID_ARGUMENT, prefix: 'args', context: t }) as Record<string, unknown>;
+  return { type: t, args: parsed };
 }
 
 /** Calls the handler method for one validated command. */
