@@ -90,9 +90,10 @@ start_server() {
       SERVER_PID=$!
       URI="nbd://127.0.0.1:$PORT/"
       ;;
-    blockgate | blockgate@*=*)
+    blockgate | blockgate+metrics | blockgate@*=*)
       # blockgate@VAR=VALUE: a variant run with one environment setting, e.g.
       # SERVERS="blockgate blockgate@BLOCKGATE_RAW_NOWAIT_MAX=0 nbdkit"
+      # blockgate+metrics: with the Prometheus endpoint on (per-request latency histograms).
       local -a envset=()
       [[ $name == *@* ]] && envset=("${name#*@}")
       [[ -f $ROOT/dist/cli/main.js ]] || die "blockgate not built: run npm run build (or SERVERS='nbdkit qemu-nbd')"
@@ -112,6 +113,7 @@ volumes:
     size: $bytes
     disk: $FILE
 EOF
+      [[ $name == blockgate+metrics ]] && printf 'metrics:\n  listen: "127.0.0.1:%s"\n' $((PORT + 1)) >>"$cfg"
       env "${envset[@]}" "$ROOT/bin/blockgate" serve --config "$cfg" >"$RESULTS/$name.log" 2>&1 &
       SERVER_PID=$!
       URI="nbd://127.0.0.1:$PORT/bench"
