@@ -4,7 +4,8 @@
 // ordered; records below the threshold are dropped before any formatting
 // work. Error values in fields become {message, code}.
 // Why pino over the hand-written logger it replaced: it formats a JSON line
-// in about half the CPU (docs/observability.md, bench/log.mjs).
+// in 10-40% less CPU, ~6% less with the write (docs/observability.md,
+// bench/log.mjs).
 // Invariant: a child's bindings are merged with its parent's (one key once
 // per line); a field with the same name as a binding wins (it comes later).
 import { pino, type DestinationStream, type Logger as PinoLogger } from 'pino';

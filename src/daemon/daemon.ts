@@ -94,8 +94,8 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
   // Metrics only when an endpoint is configured: without one, no request pays for observers.
   const meters = config.metrics ? new DaemonMetrics({
     status: () => collectStatus(statusSource!),
-    stored: () => runtimes.stored?.names().flatMap((n) => { const d = runtimes.stored!.details(n); return d ? [[n, d] as const] : []; }) ?? [],
-    cached: () => runtimes.cached?.names().flatMap((n) => { const d = runtimes.cached!.details(n); return d ? [[n, d] as const] : []; }) ?? [],
+    stored: () => runtimes.stored?.statuses() ?? [],
+    cached: () => runtimes.cached?.statuses() ?? [],
   }) : undefined;
   /** One mode's view of the shared store: metered per mode when metrics are on. */
   const storeFor = (store: ObjectStore, mode: VolumeMode): ObjectStore => (meters ? new MeteredObjectStore(store, meters.storeObserver(mode)) : store);
@@ -163,7 +163,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
 
     const routes: AdminRoute[] = [
       { method: 'GET', path: '/v1/status', handler: () => collectStatus(status) },
-      // Before the runtimes' routes: this one takes every mode (cached requests go to the cached runtime).
+      // Any mode: cached volumes are created by the cached runtime, raw and stored ones here.
       { method: 'POST', path: '/v1/volumes', handler: (req) => createVolume(bodyObject(req.body)) },
       {
         method: 'POST', path: '/v1/restores',

@@ -311,6 +311,11 @@ export class CachedRuntime {
     return [...this.volumes.keys()];
   }
 
+  /** Every volume's status details, by name. */
+  statuses(): Array<[name: string, status: CachedVolumeStatus]> {
+    return this.names().flatMap((n): Array<[string, CachedVolumeStatus]> => { const d = this.details(n); return d ? [[n, d]] : []; });
+  }
+
   details(name: string): CachedVolumeStatus | undefined {
     const vol = this.volumes.get(name);
     const up = this.uploaders.get(name);

@@ -56,6 +56,11 @@ export class StoredRuntime {
     return [...this.volumes.keys()];
   }
 
+  /** Every volume's status details, by name. */
+  statuses(): Array<[name: string, status: StoredVolumeStatus]> {
+    return this.names().flatMap((n): Array<[string, StoredVolumeStatus]> => { const d = this.details(n); return d ? [[n, d]] : []; });
+  }
+
   async openVolume(v: StoredVolumeSettings, logger: Logger): Promise<StoredVolume> {
     let restoreFrom = v.restoreFrom;
     if (restoreFrom?.startsWith('vsnap-')) {
