@@ -90,9 +90,10 @@ start_server() {
       SERVER_PID=$!
       URI="nbd://127.0.0.1:$PORT/"
       ;;
-    blockgate | blockgate@*=*)
+    blockgate | blockgate+metrics | blockgate@*=*)
       # blockgate@KEY=VALUE: a variant run with one tuning: setting (docs/tuning.md), e.g.
       # SERVERS="blockgate blockgate@nowaitMax=0 nbdkit"
+      # blockgate+metrics: with the Prometheus endpoint on (per-request latency histograms).
       local tuning=""
       if [[ $name == *@* ]]; then
         local knob=${name#*@}
@@ -117,6 +118,7 @@ volumes:
     disk: $FILE
 $tuning
 EOF
+      [[ $name == blockgate+metrics ]] && printf 'metrics:\n  listen: "127.0.0.1:%s"\n' $((PORT + 1)) >>"$cfg"
       "$ROOT/bin/blockgate" serve --config "$cfg" >"$RESULTS/$name.log" 2>&1 &
       SERVER_PID=$!
       URI="nbd://127.0.0.1:$PORT/bench"

@@ -12,7 +12,7 @@ import { loadConfig } from '../daemon/config.js';
 import { openObjectStore } from '../object-store/open.js';
 import { restoreToDisk } from '../restore/restore.js';
 import { formatSize } from '../util/size.js';
-import { openStore } from '../volumes/stored/runtime.js';
+import { openStore } from '../daemon/store.js';
 import { createProgressBar } from './progress.js';
 
 interface RestoreFlags {

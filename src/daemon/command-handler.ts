@@ -44,7 +44,7 @@ export class DaemonCommandHandler implements GatewayCommandHandler {
     if (modes.every((m) => m === 'stored')) {
       const stored = this.t.stored()!;
       // One crash-consistent, all-or-nothing group across the volumes.
-      return stored.coordinator.create(request.volumes, { origin: 'control' });
+      return stored.createSnapshot(request.volumes, { origin: 'control' });
     }
     if (modes.every((m) => m === 'cached')) {
       const cached = this.t.cached()!;

@@ -14,7 +14,7 @@ import { newExportCounters, type NbdExport } from '../nbd/export.js';
 import { NbdServer } from '../nbd/server.js';
 import { loadTlsConfig } from '../nbd/tls.js';
 import { RawVolume } from '../volumes/raw.js';
-import { StoredRuntime, openStore } from '../volumes/stored/runtime.js';
+import { StoredRuntime } from '../volumes/stored/runtime.js';
 import { CachedRuntime, persistedCachedVolumes } from '../volumes/cached/runtime.js';
 import { packageVersion } from '../util/version.js';
 import { applyTuning } from '../config/tuning.js';
@@ -22,12 +22,17 @@ import { claimUnixSocketPath } from '../util/unix-socket.js';
 import { loadRuntimeVolumes, runtimeVolumeConfig, saveRuntimeVolume } from './runtime-volumes.js';
 import { GatewayAgent } from '../control-plane/agent/agent.js';
 import { BandwidthLimitedObjectStore } from '../object-store/bandwidth.js';
+import { MeteredObjectStore } from '../object-store/metered.js';
+import type { ObjectStore } from '../object-store/object-store.js';
 import { DaemonCommandHandler } from './command-handler.js';
 import { AdminServer, type AdminRoute } from './admin-api.js';
 import type { DaemonConfig, VolumeConfig } from './config.js';
-import { MetricsRegistry } from './metrics.js';
+import { DaemonMetrics, type VolumeMode } from './metrics.js';
 import { startMetricsServer } from './metrics-server.js';
-import { collectStatus, statusMetrics, type DaemonStatus, type StatusSource } from './status.js';
+import { cachedRoutes } from './routes/cached.js';
+import { storedRoutes } from './routes/stored.js';
+import { collectStatus, type DaemonStatus, type StatusSource } from './status.js';
+import { openStore } from './store.js';
 
 export interface RunningDaemon {
   readonly server: NbdServer;
@@ -89,12 +94,24 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
   const modes = new Map<string, string>();
   const addresses: string[] = [];
   let statusSource: StatusSource | undefined;
+  // Metrics only when an endpoint is configured: without one, no request pays for observers.
+  const meters = config.metrics ? new DaemonMetrics({
+    status: () => collectStatus(statusSource!),
+    stored: () => runtimes.stored?.statuses() ?? [],
+    cached: () => runtimes.cached?.statuses() ?? [],
+  }) : undefined;
+  /** One mode's view of the shared store: metered per mode when metrics are on. */
+  const storeFor = (store: ObjectStore, mode: VolumeMode): ObjectStore => (meters ? new MeteredObjectStore(store, meters.storeObserver(mode)) : store);
+  /** The NBD export of a volume (with its request observer when metrics are on). */
+  const newExport = (name: string, description: string | undefined, device: CheckedDevice, tls: NbdExport['tls'], mode: VolumeMode): NbdExport => ({
+    name, description, device, tls, counters: newExportCounters(), ...(meters ? { observer: meters.nbdObserver(name, mode) } : {}),
+  });
   try {
     if (config.store) {
-      // One store for every mode, behind a bandwidth limit the control channel can change.
+      // One store for every mode, behind a bandwidth limit the control channel can change; each mode sees it through its own metrics.
       sharedStore = new BandwidthLimitedObjectStore(await openStore(config.store, logger));
-      runtimes.stored = await StoredRuntime.create(config.store, logger.child({ mode: 'stored' }), sharedStore);
-      runtimes.cached = CachedRuntime.create(sharedStore, logger.child({ mode: 'cached' }), { dataDir: config.dataDir, uploadWorkers: config.store.uploadWorkers });
+      runtimes.stored = StoredRuntime.create(storeFor(sharedStore, 'stored'), logger.child({ mode: 'stored' }), { uploadWorkers: config.store.uploadWorkers });
+      runtimes.cached = CachedRuntime.create(storeFor(sharedStore, 'cached'), logger.child({ mode: 'cached' }), { dataDir: config.dataDir, uploadWorkers: config.store.uploadWorkers });
       for (const v of [...persistedCachedVolumes(config.dataDir), ...loadRuntimeVolumes(config.dataDir)]) {
         if (volumes.some((x) => x.name === v.name)) logger.warn('run-time volume is also in the configuration; using the configuration', { volume: v.name });
         else volumes.push(v);
@@ -102,7 +119,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     }
     for (const v of volumes) {
       const device = new CheckedDevice(await openVolume(v, logger.child({ volume: v.name }), runtimes), v.name);
-      exports.push({ name: v.name, description: v.description, device, tls: v.tls, counters: newExportCounters() });
+      exports.push(newExport(v.name, v.description, device, v.tls, v.mode));
       modes.set(v.name, v.mode);
       logger.info('volume opened', { volume: v.name, mode: v.mode, size: device.size, disk: 'disk' in v ? v.disk : undefined, readOnly: device.caps.readOnly });
     }
@@ -115,7 +132,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
     };
     statusSource = status;
     runtimes.cached?.setExportHooks((cfg, vol) => {
-      const exp: NbdExport = { name: cfg.name, description: cfg.description, device: new CheckedDevice(vol, cfg.name), tls: cfg.tls, counters: newExportCounters() };
+      const exp = newExport(cfg.name, cfg.description, new CheckedDevice(vol, cfg.name), cfg.tls, cfg.mode);
       nbd.addExport(exp);
       exports.push(exp);
       modes.set(cfg.name, cfg.mode);
@@ -133,7 +150,7 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       const vlog = logger.child({ volume: cfg.name });
       const device = new CheckedDevice(await openVolume(cfg, vlog, runtimes), cfg.name);
       saveRuntimeVolume(config.dataDir, cfg);
-      const exp: NbdExport = { name: cfg.name, description: cfg.description, device, tls: cfg.tls, counters: newExportCounters() };
+      const exp = newExport(cfg.name, cfg.description, device, cfg.tls, cfg.mode);
       nbd.addExport(exp);
       exports.push(exp);
       modes.set(cfg.name, cfg.mode);
@@ -147,14 +164,9 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
       }),
     });
 
-    const registry = new MetricsRegistry();
-    registry.register(() => statusMetrics(status));
-    for (const runtime of [runtimes.stored, runtimes.cached]) {
-      if (runtime) registry.register(() => runtime.metrics());
-    }
     const routes: AdminRoute[] = [
       { method: 'GET', path: '/v1/status', handler: () => collectStatus(status) },
-      // Before the runtimes' routes: this one takes every mode (cached requests go to the cached runtime).
+      // Any mode: cached volumes are created by the cached runtime, raw and stored ones here.
       { method: 'POST', path: '/v1/volumes', handler: (req) => createVolume(bodyObject(req.body)) },
       {
         method: 'POST', path: '/v1/restores',
@@ -168,13 +180,13 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
         },
       },
       { method: 'GET', path: '/v1/restores', handler: restores },
-      ...(runtimes.stored?.routes() ?? []),
-      ...(runtimes.cached?.routes() ?? []),
+      ...(runtimes.stored ? storedRoutes(runtimes.stored) : []),
+      ...(runtimes.cached ? cachedRoutes(runtimes.cached) : []),
       // No store, no snapshots: the snapshot commands get that answer, not "no such endpoint".
       ...(config.store ? [] : noStoreSnapshotRoutes()),
     ];
     admin = await AdminServer.start(config.admin.socket, routes, logger);
-    if (config.metrics) metrics = await startMetricsServer(config.metrics.listen, registry, logger);
+    if (config.metrics && meters) metrics = await startMetricsServer(config.metrics.listen, meters, logger);
     await runtimes.stored?.start();
     await runtimes.cached?.start();
 

@@ -1,16 +1,22 @@
 // Serves the Prometheus text format on GET /metrics (and GET /healthz) on the
 // configured host:port. Read-only; nothing else is exposed here.
 import { createServer, type Server } from 'node:http';
+import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import { parseHostPort } from '../util/host-port.js';
-import type { MetricsRegistry } from './metrics.js';
+import type { DaemonMetrics } from './metrics.js';
 
-export async function startMetricsServer(listen: string, registry: MetricsRegistry, logger: Logger): Promise<{ address: string; close(): Promise<void> }> {
+export async function startMetricsServer(listen: string, metrics: DaemonMetrics, logger: Logger): Promise<{ address: string; close(): Promise<void> }> {
   const server: Server = createServer((req, res) => {
     if (req.method === 'GET' && req.url === '/metrics') {
-      const body = registry.render();
-      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' });
-      res.end(body);
+      metrics.render().then((body) => {
+        res.writeHead(200, { 'content-type': metrics.contentType });
+        res.end(body);
+      }, (err: unknown) => {
+        logger.error('metrics scrape failed', { err: errorMessage(err) });
+        res.writeHead(500, { 'content-type': 'text/plain' });
+        res.end('metrics failed\n');
+      });
     } else if (req.method === 'GET' && req.url === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' });
       res.end('ok\n');

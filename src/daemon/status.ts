@@ -1,4 +1,4 @@
-// What `blockgate status` and /metrics report, gathered from live state.
+// What `blockgate status` reports (and /metrics reads: metrics.ts), gathered from live state.
 import type { GatewayStatus } from '../control-plane/agent/agent.js';
 import { tuning, type Tuning } from '../config/tuning.js';
 import { nativeAddonInfo } from '../native/index.js';
@@ -8,7 +8,6 @@ import { crc32cImplementation } from '../util/crc32c.js';
 import { sha256Implementation } from '../util/sha256.js';
 import type { NbdExport } from '../nbd/export.js';
 import type { ConnectionInfo, NbdServer } from '../nbd/server.js';
-import type { MetricFamily } from './metrics.js';
 
 export interface VolumeStatus {
   readonly name: string;
@@ -115,28 +114,4 @@ export function collectStatus(src: StatusSource): DaemonStatus {
     ...(src.gateway ? { gateway: src.gateway() } : {}),
     dataPaths: collectDataPaths(src.store),
   };
-}
-
-export function statusMetrics(src: StatusSource): MetricFamily[] {
-  const s = collectStatus(src);
-  const perVolume = (name: string, help: string, type: 'counter' | 'gauge', value: (v: VolumeStatus) => number): MetricFamily => ({
-    name, help, type, samples: s.volumes.map((v) => ({ labels: { volume: v.name }, value: value(v) })),
-  });
-  return [
-    { name: 'blockgate_up', help: 'The daemon is running.', type: 'gauge', samples: [{ value: 1 }] },
-    { name: 'blockgate_uptime_seconds', help: 'Seconds since the daemon started.', type: 'gauge', samples: [{ value: s.uptimeSeconds }] },
-    perVolume('blockgate_volume_size_bytes', 'Volume size.', 'gauge', (v) => v.size),
-    perVolume('blockgate_nbd_connections', 'NBD connections in transmission, per volume.', 'gauge', (v) => v.connections),
-    {
-      name: 'blockgate_nbd_requests_total', help: 'NBD requests received, per volume and command.', type: 'counter',
-      samples: s.volumes.flatMap((v) => Object.entries(v.requests).map(([op, n]) => ({ labels: { volume: v.name, op }, value: n }))),
-    },
-    perVolume('blockgate_nbd_read_bytes_total', 'Bytes returned by NBD READ.', 'counter', (v) => v.bytesRead),
-    perVolume('blockgate_nbd_written_bytes_total', 'Bytes accepted by NBD WRITE.', 'counter', (v) => v.bytesWritten),
-    perVolume('blockgate_nbd_request_errors_total', 'NBD requests answered with an error.', 'counter', (v) => v.errors),
-    {
-      name: 'blockgate_nbd_inflight_requests', help: 'NBD requests being processed.', type: 'gauge',
-      samples: [{ value: s.connections.reduce((n, c) => n + c.inFlight, 0) }],
-    },
-  ];
 }

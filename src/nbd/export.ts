@@ -22,12 +22,19 @@ export function newExportCounters(): ExportCounters {
   };
 }
 
+/** Told when each request of an export completes (metrics); must be cheap: it runs once per request. */
+export interface RequestObserver {
+  /** `type` is the NBD command (C.CMD_*), `ms` the time from dispatch until its reply was handed to the socket. */
+  requestDone(type: number, ms: number): void;
+}
+
 export interface NbdExport {
   readonly name: string;
   readonly description: string | undefined;
   readonly device: CheckedDevice;
   readonly tls: TlsPolicy;
   readonly counters: ExportCounters;
+  readonly observer?: RequestObserver;
 }
 
 const OP_NAMES: Record<number, keyof ExportCounters['requests']> = {

@@ -142,10 +142,14 @@ export class Transmission {
     this.inflightBytes += bytes;
     this.stats.requests++;
     this.session.export.counters.requests[opName(req.type)]++;
+    // One clock read here and one at completion, only when someone observes (metrics).
+    const observer = this.session.export.observer;
+    const started = observer ? performance.now() : 0;
     this.execute(req).then(
       (reply) => this.send(reply),
       (err) => this.send(this.errorReply(req, err)),
     ).finally(() => {
+      if (observer) observer.requestDone(req.type, performance.now() - started);
       if (req.data && this.recycleWrites) ioBuffers.release(req.data);
       this.inflight--;
       this.inflightBytes -= bytes;

@@ -29,7 +29,7 @@ export function volumeConfig(dir: string, name: string, over: Partial<StoredVolu
 export async function fsRuntime(storeDir: string, options: { faults?: boolean; workers?: number } = {}): Promise<{ rt: StoredRuntime; faults: FaultInjectingObjectStore | undefined }> {
   const fs = await FsObjectStore.open(storeDir);
   const faults = options.faults ? new FaultInjectingObjectStore(fs, { seed: 1 }) : undefined;
-  const rt = await StoredRuntime.create({ url: storeDir, endpoint: undefined, region: undefined, accessKeyId: undefined, secretAccessKey: undefined, pathStyle: undefined, uploadWorkers: options.workers ?? 4 }, logger, faults ?? fs);
+  const rt = StoredRuntime.create(faults ?? fs, logger, { uploadWorkers: options.workers ?? 4 });
   return { rt, faults };
 }
 

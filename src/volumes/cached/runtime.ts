@@ -2,8 +2,10 @@
 // object store (top-level `store:`), a SnapshotStore, an UploadPool and one
 // VolumeUploader per volume (the stored mode's uploader, driven through the
 // volume's UploadView), user snapshots (pinned roots), run-time volume
-// creation (admin API, persisted under dataDir so they survive restarts),
-// status details and Prometheus metrics.
+// creation (persisted under dataDir so they survive restarts) and status
+// details. Its operations are typed methods; the daemon maps them to admin
+// routes, control commands and metrics (src/daemon/), and this file imports
+// nothing from there.
 // States: created -> running (start(): uploaders on) -> stopping
 // (stopBackground(): uploaders stopped, their sessions aborted; the logs keep
 // what was not committed) -> closed (close()).
@@ -13,8 +15,6 @@ import { join } from 'node:path';
 import { withUploadStatus, type UploadStatusFields } from '../../uploader/upload-lag.js';
 import { BlockgateError, ErrorCodes, errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import type { AdminRoute } from '../../daemon/admin-api.js';
-import type { MetricFamily } from '../../daemon/metrics.js';
 import { defaultHolder, type LeaseHolder } from '../../fencing/lease.js';
 import type { ObjectStore } from '../../object-store/object-store.js';
 import { SnapshotStore, type SnapshotRoot } from '../../snapshots/index.js';
@@ -46,6 +46,25 @@ export interface CachedRuntimeOptions {
   hasExport?: (name: string) => boolean;
   /** Test knob: lease renewal period. */
   leaseRenewMs?: number;
+}
+
+/**
+ * A run-time cached volume as requested (admin API body, control command):
+ * the volume's JSON config (validated by cachedVolumeFromJson) plus
+ * `cacheSize`, `logSize` and `cloneOf`.
+ */
+export type CachedVolumeRequest = Record<string, unknown> & {
+  name?: unknown; cacheSize?: unknown; logSize?: unknown; cloneOf?: unknown; fromSnapshot?: unknown;
+};
+
+export interface CreatedCachedVolume {
+  name: string;
+  size: number;
+  blockSize: number;
+  /** The snapshot the volume was created from. */
+  fromSnapshot: string | null;
+  /** The volume's live root in the store. */
+  root: string | null;
 }
 
 interface Waiter { token: string; resolve: (root: SnapshotRoot) => void }
@@ -225,7 +244,7 @@ export class CachedRuntime {
    * `cloneOf: VOLUME` = from that volume's latest snapshot (a fresh one when
    * VOLUME is a cached volume on this gateway).
    */
-  async createVolume(body: unknown): Promise<{ name: string; size: number; blockSize: number; fromSnapshot: string | null; root: string | null }> {
+  async createVolume(body: CachedVolumeRequest): Promise<CreatedCachedVolume> {
     if (body === null || typeof body !== 'object' || Array.isArray(body)) throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, 'body must be a JSON object describing the volume');
     const b = { ...(body as Record<string, unknown>) };
     const name = typeof b.name === 'string' ? b.name : '';
@@ -285,53 +304,23 @@ export class CachedRuntime {
     this.configs.delete(name);
   }
 
-  routes(): AdminRoute[] {
-    return [
-      { method: 'POST', path: '/v1/volumes', handler: (req) => this.createVolume(req.body) },
-      {
-        method: 'POST', path: '/v1/volumes/:name/snapshots',
-        handler: async (req) => {
-          const b = (req.body ?? {}) as { description?: unknown; waitSeconds?: unknown };
-          const wait = typeof b.waitSeconds === 'number' && b.waitSeconds > 0 ? Math.min(b.waitSeconds, 3600) * 1000 : 0;
-          return this.snapshot(req.params.name!, { ...(typeof b.description === 'string' ? { description: b.description } : {}), waitMs: wait });
-        },
-      },
-      { method: 'GET', path: '/v1/volumes/:name/snapshots', handler: async (req) => ({ snapshots: await this.listSnapshots(req.params.name!) }) },
-    ];
+  // ------------------------------------------------------------ status
+
+  /** Names of the open cached volumes. */
+  names(): string[] {
+    return [...this.volumes.keys()];
   }
 
-  // ------------------------------------------------------------ status
+  /** Every volume's status details, by name. */
+  statuses(): Array<[name: string, status: CachedVolumeStatus]> {
+    return this.names().flatMap((n): Array<[string, CachedVolumeStatus]> => { const d = this.details(n); return d ? [[n, d]] : []; });
+  }
 
   details(name: string): CachedVolumeStatus | undefined {
     const vol = this.volumes.get(name);
     const up = this.uploaders.get(name);
     if (!vol || !up) return undefined;
     return withUploadStatus(vol.details(), vol, up);
-  }
-
-  metrics(): MetricFamily[] {
-    const rows = [...this.volumes.keys()].map((n) => [n, this.details(n)] as const).filter((r): r is readonly [string, CachedVolumeStatus] => r[1] !== undefined);
-    const g = (name: string, help: string, f: (s: CachedVolumeStatus) => number, type: 'gauge' | 'counter' = 'gauge'): MetricFamily => ({
-      name, help, type, samples: rows.map(([volume, s]) => ({ labels: { volume }, value: f(s) })),
-    });
-    return [
-      g('blockgate_cached_cache_hits_total', 'Chunk cache hits (cached volumes).', (s) => s.cache.hits, 'counter'),
-      g('blockgate_cached_cache_misses_total', 'Chunk cache misses (blocks fetched from the store).', (s) => s.cache.misses, 'counter'),
-      g('blockgate_cached_cache_hit_ratio', 'hits / (hits + misses) since start.', (s) => s.cache.hitRatio),
-      g('blockgate_cached_cache_bytes', 'Block bytes held by the chunk cache.', (s) => s.cache.bytesCached),
-      g('blockgate_cached_cache_capacity_bytes', 'Chunk cache capacity.', (s) => s.cache.capacityBytes),
-      g('blockgate_cached_cache_evictions_total', 'Blocks evicted from the chunk cache.', (s) => s.cache.evictions, 'counter'),
-      g('blockgate_cached_cache_fetch_errors_total', 'Failed block fetches from the store.', (s) => s.cache.fetchErrors, 'counter'),
-      g('blockgate_cached_log_used_bytes', 'Write log bytes in use (cached volumes).', (s) => s.log.usedBytes),
-      g('blockgate_cached_log_capacity_bytes', 'Write log capacity.', (s) => s.log.capacityBytes),
-      g('blockgate_cached_log_waiting_writers', 'Writes waiting for log space (backpressure).', (s) => s.log.waitingWriters),
-      g('blockgate_cached_upload_lag_seconds', 'Age of the oldest write not yet in the object store.', (s) => s.upload.lagSeconds),
-      g('blockgate_cached_upload_lag_bytes', 'Log bytes not yet in the object store.', (s) => s.upload.lagBytes),
-      g('blockgate_cached_uploaded_bytes_total', 'Block bytes uploaded.', (s) => s.upload.uploadedBytes, 'counter'),
-      g('blockgate_cached_upload_retrying', '1 while uploads are failing and being retried.', (s) => (s.upload.state === 'retrying' ? 1 : 0)),
-      g('blockgate_cached_lease_epoch', 'Epoch of this gateway\'s lease on the volume.', (s) => s.lease.epoch),
-      g('blockgate_cached_fenced', '1 when another gateway took the volume over (writes refused).', (s) => (s.fenced ? 1 : 0)),
-    ];
   }
 
   async stopBackground(): Promise<void> {

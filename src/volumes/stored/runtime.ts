@@ -1,37 +1,33 @@
 // StoredRuntime: everything the daemon needs for `mode: stored` volumes,
-// assembled once: the shared object store (top-level `store:`), the snapshot
-// store, the shared upload worker pool, one StoredVolume + VolumeUploader
-// per volume, the snapshot coordinator (admin routes), scheduled snapshots,
-// status details and Prometheus gauges.
+// assembled once over the object store it is given (the daemon's shared
+// store): the snapshot store, the shared upload worker pool, one StoredVolume
+// + VolumeUploader per volume, the snapshot coordinator, scheduled snapshots
+// and status details. Its operations are typed methods (snapshots, schedules,
+// status); the daemon maps them to admin routes, control commands and
+// metrics (src/daemon/), and this file imports nothing from there.
 // States: created (volumes open as the daemon assembles them) -> running
 // (start(): uploaders and schedules on) -> stopping (stopBackground(): timers
 // off, uploaders stopped; in-flight upload sessions aborted, the log keeps
-// what they had not committed) -> closed (close(): object store closed).
+// what they had not committed) -> closed (close(); the store is its owner's).
 import { withUploadStatus, type UploadStatusFields } from '../../uploader/upload-lag.js';
 import { BlockgateError, ErrorCodes, errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import type { AdminRoute } from '../../daemon/admin-api.js';
-import type { StoreConfig, StoredVolumeConfig } from '../../daemon/config.js';
-import type { MetricFamily } from '../../daemon/metrics.js';
-import { openObjectStore } from '../../object-store/open.js';
 import type { ObjectStore } from '../../object-store/object-store.js';
 import { SnapshotStore } from '../../snapshots/index.js';
 import { UploadPool } from '../../uploader/pool.js';
 import { VolumeUploader } from '../../uploader/uploader.js';
 import { SnapshotCoordinator, readGroup, type GroupView } from './coordinator.js';
+import type { StoredVolumeSettings } from './config.js';
 import { StoredVolume, type StoredVolumeDetails } from './stored-volume.js';
 
 export type StoredVolumeStatus = StoredVolumeDetails & UploadStatusFields;
 
-export async function openStore(cfg: StoreConfig, logger: Logger): Promise<ObjectStore> {
-  return openObjectStore(cfg.url, {
-    ...(cfg.endpoint !== undefined ? { endpoint: cfg.endpoint } : {}),
-    ...(cfg.region !== undefined ? { region: cfg.region } : {}),
-    ...(cfg.accessKeyId !== undefined ? { accessKeyId: cfg.accessKeyId } : {}),
-    ...(cfg.secretAccessKey !== undefined ? { secretAccessKey: cfg.secretAccessKey } : {}),
-    ...(cfg.pathStyle !== undefined ? { forcePathStyle: cfg.pathStyle } : {}),
-    logger,
-  });
+export interface SnapshotRequestOptions {
+  description?: string;
+  /** Who asked, recorded with the snapshot: 'manual' (the default), 'control', 'schedule'. */
+  origin?: string;
+  /** Wait up to this long for the snapshot to complete (0: return at once, pending). */
+  waitMs?: number;
 }
 
 export class StoredRuntime {
@@ -39,27 +35,33 @@ export class StoredRuntime {
   readonly uploaders = new Map<string, VolumeUploader>();
   readonly coordinator: SnapshotCoordinator;
   readonly pool: UploadPool;
-  private readonly configs = new Map<string, StoredVolumeConfig>();
+  private readonly configs = new Map<string, StoredVolumeSettings>();
   /** Snapshot schedule timer per volume: from the config at start(), replaced by setSchedule(). */
   private readonly schedules = new Map<string, NodeJS.Timeout>();
   private stopped = false;
   private started = false;
 
-  private constructor(
-    readonly store: ObjectStore, readonly snaps: SnapshotStore, workers: number, private readonly logger: Logger,
-    /** The runtime opened the store itself (else its owner, the daemon, closes it). */
-    private readonly ownsStore: boolean,
-  ) {
+  private constructor(readonly store: ObjectStore, readonly snaps: SnapshotStore, workers: number, private readonly logger: Logger) {
     this.pool = new UploadPool({ workers });
     this.coordinator = new SnapshotCoordinator(store, snaps, this.volumes, logger.child({ component: 'snapshots' }));
   }
 
-  static async create(cfg: StoreConfig, logger: Logger, store?: ObjectStore): Promise<StoredRuntime> {
-    const s = store ?? (await openStore(cfg, logger));
-    return new StoredRuntime(s, new SnapshotStore(s, { logger }), cfg.uploadWorkers, logger, store === undefined);
+  /** `store` stays its owner's (the daemon closes it); `uploadWorkers` concurrent uploads shared by all volumes. */
+  static create(store: ObjectStore, logger: Logger, options: { uploadWorkers: number }): StoredRuntime {
+    return new StoredRuntime(store, new SnapshotStore(store, { logger }), options.uploadWorkers, logger);
   }
 
-  async openVolume(v: StoredVolumeConfig, logger: Logger): Promise<StoredVolume> {
+  /** Names of the open stored volumes. */
+  names(): string[] {
+    return [...this.volumes.keys()];
+  }
+
+  /** Every volume's status details, by name. */
+  statuses(): Array<[name: string, status: StoredVolumeStatus]> {
+    return this.names().flatMap((n): Array<[string, StoredVolumeStatus]> => { const d = this.details(n); return d ? [[n, d]] : []; });
+  }
+
+  async openVolume(v: StoredVolumeSettings, logger: Logger): Promise<StoredVolume> {
     let restoreFrom = v.restoreFrom;
     if (restoreFrom?.startsWith('vsnap-')) {
       const rec = await readGroup(this.store, restoreFrom);
@@ -132,62 +134,38 @@ export class StoredRuntime {
     }
   }
 
-  routes(): AdminRoute[] {
-    return [
-      {
-        method: 'POST', path: '/v1/snapshots',
-        handler: async (req): Promise<GroupView> => {
-          const b = (req.body ?? {}) as { volumes?: unknown; description?: unknown; waitSeconds?: unknown };
-          if (!Array.isArray(b.volumes) || b.volumes.some((x) => typeof x !== 'string')) {
-            throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, 'body must be {"volumes": ["name", ...], "description"?: string, "waitSeconds"?: number}');
-          }
-          const g = await this.coordinator.create(b.volumes as string[], typeof b.description === 'string' ? { description: b.description } : {});
-          const wait = typeof b.waitSeconds === 'number' && b.waitSeconds > 0 ? Math.min(b.waitSeconds, 3600) * 1000 : 0;
-          return wait > 0 ? this.coordinator.wait(g.id, wait) : g;
-        },
-      },
-      {
-        method: 'GET', path: '/v1/snapshots',
-        handler: async (req) => ({ snapshots: await this.coordinator.list(req.query.get('volume') ?? undefined) }),
-      },
-      {
-        method: 'GET', path: '/v1/snapshots/:id',
-        handler: async (req) => {
-          const wait = Number(req.query.get('waitSeconds') ?? '0');
-          return wait > 0 ? this.coordinator.wait(req.params.id!, Math.min(wait, 3600) * 1000) : this.coordinator.get(req.params.id!);
-        },
-      },
-      {
-        method: 'DELETE', path: '/v1/snapshots/:id',
-        handler: async (req) => { await this.coordinator.delete(req.params.id!); return { deleted: req.params.id }; },
-      },
-    ];
+  // ------------------------------------------------------------ snapshots (crash-consistent groups)
+
+  /** Starts one all-or-nothing snapshot of `volumes`; waits up to options.waitMs for it to complete. */
+  async createSnapshot(volumes: readonly string[], options: SnapshotRequestOptions = {}): Promise<GroupView> {
+    const g = await this.coordinator.create(volumes, {
+      ...(options.description !== undefined ? { description: options.description } : {}),
+      ...(options.origin !== undefined ? { origin: options.origin } : {}),
+    });
+    return options.waitMs ? this.coordinator.wait(g.id, options.waitMs) : g;
   }
+
+  /** Snapshots (groups), of one volume when given. */
+  listSnapshots(volume?: string): Promise<GroupView[]> {
+    return this.coordinator.list(volume);
+  }
+
+  /** One snapshot; with waitMs, waits up to that long for it to leave the pending state. */
+  getSnapshot(id: string, waitMs = 0): Promise<GroupView> {
+    return waitMs > 0 ? this.coordinator.wait(id, waitMs) : this.coordinator.get(id);
+  }
+
+  deleteSnapshot(id: string): Promise<void> {
+    return this.coordinator.delete(id);
+  }
+
+  // ------------------------------------------------------------ status
 
   details(name: string): StoredVolumeStatus | undefined {
     const vol = this.volumes.get(name);
     const up = this.uploaders.get(name);
     if (!vol || !up) return undefined;
     return withUploadStatus(vol.details(), vol, up);
-  }
-
-  metrics(): MetricFamily[] {
-    const rows = [...this.volumes.keys()].map((n) => [n, this.details(n)!] as const);
-    const g = (name: string, help: string, f: (s: StoredVolumeStatus) => number, type: 'gauge' | 'counter' = 'gauge'): MetricFamily => ({
-      name, help, type, samples: rows.map(([volume, s]) => ({ labels: { volume }, value: f(s) })),
-    });
-    return [
-      g('blockgate_stored_log_used_bytes', 'Write log bytes in use (stored volumes).', (s) => s.log.usedBytes),
-      g('blockgate_stored_log_capacity_bytes', 'Write log capacity.', (s) => s.log.capacityBytes),
-      g('blockgate_stored_log_waiting_writers', 'Writes waiting for log space (backpressure).', (s) => s.log.waitingWriters),
-      g('blockgate_stored_upload_lag_seconds', 'Age of the oldest write not yet in the object store (RPO).', (s) => s.upload.lagSeconds),
-      g('blockgate_stored_upload_lag_bytes', 'Log bytes not yet in the object store.', (s) => s.upload.lagBytes),
-      g('blockgate_stored_upload_throughput_bytes_per_second', 'Upload throughput over the last 10 s.', (s) => s.upload.throughputBytesPerSec),
-      g('blockgate_stored_uploaded_bytes_total', 'Block bytes uploaded.', (s) => s.upload.uploadedBytes, 'counter'),
-      g('blockgate_stored_upload_retrying', '1 while uploads are failing and being retried.', (s) => (s.upload.state === 'retrying' ? 1 : 0)),
-      g('blockgate_stored_last_snapshot_timestamp_seconds', 'Creation time of the newest root in the store.', (s) => (s.root ? Math.floor(Date.parse(s.root.createdAt) / 1000) : 0)),
-      g('blockgate_stored_restore_blocks_remaining', 'Blocks a lazy restore still has to fetch.', (s) => (s.restore ? s.restore.totalBlocks - s.restore.restoredBlocks : 0)),
-    ];
   }
 
   /** Timers off, uploaders stopped (before the volumes close). */
@@ -198,7 +176,8 @@ export class StoredRuntime {
     this.pool.close();
   }
 
+  /** The store is its owner's and stays open. */
   async close(): Promise<void> {
-    if (this.ownsStore) await this.store.close().catch(() => undefined);
+    /* volumes are closed by the daemon, uploaders by stopBackground() */
   }
 }
