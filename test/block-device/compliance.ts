@@ -30,6 +30,12 @@ export interface ComplianceOptions {
   freshIsZero?: boolean;
   /** Largest single request the suite issues (default min(maxBlockSize, 32 MiB)). */
   largestRequest?: number;
+  /**
+   * The device can be reopened read-only (default true). Stored and cached
+   * volumes cannot: `readOnly` is a raw-volume setting (src/daemon/config.ts
+   * accepts it only for `mode: raw`).
+   */
+  reopenReadOnly?: boolean;
 }
 
 const MiB = 1024 * 1024;
@@ -387,7 +393,7 @@ export function blockDeviceCompliance(name: string, factory: DeviceFactory, opti
         }
       });
 
-      it.skipIf(!factory.reopen)('reopened read-only: reports readOnly and reads the data', async () => {
+      it.skipIf(!factory.reopen || options.reopenReadOnly === false)('reopened read-only: reports readOnly and reads the data', async () => {
         const dev = await factory.create(SIZE);
         await dev.write(pattern(4096, 95), 0, NO_FUA);
         await dev.close();
