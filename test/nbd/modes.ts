@@ -52,6 +52,7 @@ export function exportName(mode: Mode, base: string): string {
 }
 
 export interface ModesDaemon {
+  /** The running daemon (a new handle after restart()). */
   readonly d: DaemonHandle;
   readonly dir: string;
   uri(mode: Mode, base: string): string;
@@ -61,6 +62,12 @@ export interface ModesDaemon {
   drained(mode: 'stored' | 'cached', base: string): Promise<void>;
   /** The volume's bytes from its own durable copy (see the file comment). */
   content(mode: Mode, base: string): Promise<Buffer>;
+  /** A user snapshot of a stored or cached volume through the admin API (waits until complete); its snap-... id. */
+  snapshot(mode: 'stored' | 'cached', base: string): Promise<string>;
+  /** The bytes of snapshot `id`, downloaded from the store. */
+  snapshotContent(id: string): Promise<Buffer>;
+  /** Stops the daemon (expects exit 0) and starts it again on the same config and state. */
+  restart(): Promise<void>;
   /** Stops the daemon (expects exit 0) and removes the directory. */
   close(): Promise<number | null>;
 }
@@ -95,13 +102,15 @@ export async function startModesDaemon(prefix: string, volumes: BaseVolume[], op
 } = {}): Promise<ModesDaemon> {
   const dir = tempDir(prefix);
   let d: DaemonHandle;
+  let config: Record<string, unknown>;
   try {
-    d = await startDaemon({
+    config = {
       dataDir: join(dir, 'data'),
       store: { url: join(dir, 'store') },
       volumes: [...volumes.flatMap((v) => volumeEntries(dir, v)), ...(options.extra?.(dir) ?? [])],
       ...options.config,
-    }, { dir, timeoutMs: 90_000, ...options.start });
+    };
+    d = await startDaemon(config, { dir, timeoutMs: 90_000, ...options.start });
   } catch (err) {
     rmSync(dir, { recursive: true, force: true });
     throw err;
@@ -114,8 +123,23 @@ export async function startModesDaemon(prefix: string, volumes: BaseVolume[], op
     return { size: v.size, ...(v.details as { log?: { records: number }; root?: { id: string } | null } | undefined) };
   }
 
+  async function download(id: string, size: number): Promise<Buffer> {
+    const file = join(dir, `fresh-${id}.img`);
+    const store = await FsObjectStore.open(join(dir, 'store'));
+    try {
+      await downloadSnapshot(new SnapshotStore(store), id, file);
+      const b = readFileSync(file);
+      if (b.length !== size) throw new Error(`snapshot ${id} downloaded as ${b.length} bytes, expected ${size}`);
+      return b;
+    } finally {
+      await store.close();
+      rmSync(file, { force: true });
+    }
+  }
+
   const m: ModesDaemon = {
-    d, dir,
+    get d() { return d; },
+    dir,
     uri: (mode, base) => d.uri(exportName(mode, base)),
     diskPath: (mode, base) => join(dir, 'disks', `${mode}-${base}.img`),
     async drained(mode, base) {
@@ -129,17 +153,33 @@ export async function startModesDaemon(prefix: string, volumes: BaseVolume[], op
       const name = exportName(mode, base);
       const { root, size } = await status(name);
       if (!root) return Buffer.alloc(size); // nothing was ever uploaded: all zeros
-      const file = join(dir, `fresh-${name}-${Date.now()}.img`);
+      return download(root.id, size);
+    },
+    async snapshot(mode, base) {
+      const name = exportName(mode, base);
+      if (mode === 'stored') {
+        const g = (await adminRequest(d.adminSocket, 'POST', '/v1/snapshots', { volumes: [name], waitSeconds: 110 })) as { state: string; members: Array<{ snapshot: string | null }> };
+        if (g.state !== 'complete' || !g.members[0]?.snapshot) throw new Error(`snapshot of ${name} not complete: ${JSON.stringify(g)}`);
+        return g.members[0].snapshot;
+      }
+      const s = (await adminRequest(d.adminSocket, 'POST', `/v1/volumes/${name}/snapshots`, { waitSeconds: 110 })) as { id: string; state: string };
+      if (s.state !== 'complete') throw new Error(`snapshot of ${name} not complete: ${JSON.stringify(s)}`);
+      return s.id;
+    },
+    async snapshotContent(id) {
       const store = await FsObjectStore.open(join(dir, 'store'));
+      let size: number;
       try {
-        await downloadSnapshot(new SnapshotStore(store), root.id, file);
-        const b = readFileSync(file);
-        if (b.length !== size) throw new Error(`live root ${root.id} of ${name} downloaded as ${b.length} bytes, volume size ${size}`);
-        return b;
+        size = (await new SnapshotStore(store).getRoot(id)).size;
       } finally {
         await store.close();
-        rmSync(file, { force: true });
       }
+      return download(id, size);
+    },
+    async restart() {
+      const code = await d.stop();
+      if (code !== 0) throw new Error(`daemon exited ${code} on SIGTERM:\n${d.output().split('\n').slice(-30).join('\n')}`);
+      d = await startDaemon(config, { dir, timeoutMs: 90_000, ...options.start });
     },
     async close() {
       try {
