@@ -154,7 +154,7 @@ describe.each(MODES)('nbdsh: %s export', (mode: Mode) => {
   });
 
   describe('unaligned I/O', () => {
-    it('odd offsets and lengths (writes, zero, trim) match a byte-exact model, also in the file on disk', async () => {
+    it('odd offsets and lengths (writes, zero, trim) match a byte-exact model, also in the volume's durable copy', async () => {
       const r = await nbdshOk(String.raw`
         rng = random.Random(99)
         size = h.get_size()
@@ -384,7 +384,7 @@ describe.each(MODES)('nbdsh: %s export', (mode: Mode) => {
       expect(after.e).toEqual([[4 * MiB, HZ], [MiB, DATA], [2 * MiB, HZ], [MiB, DATA], [4 * MiB, HZ], [MiB, DATA], [2 * MiB, HZ], [MiB, DATA]]);
     });
 
-    it('FUA writes/zero/trim, fast zero, flush and cache succeed and the data is on disk', async () => {
+    it('FUA writes/zero/trim, fast zero, flush and cache behave as the mode advertises and the data is in its durable copy', async () => {
       const r = await nbdshOk(String.raw`
         M = 1024 * 1024
         assert h.can_fua() and h.can_fast_zero() and h.can_flush() and h.can_cache() and h.can_zero() and h.can_trim()
