@@ -154,7 +154,7 @@ describe.each(MODES)('nbdsh: %s export', (mode: Mode) => {
   });
 
   describe('unaligned I/O', () => {
-    it('odd offsets and lengths (writes, zero, trim) match a byte-exact model, also in the volume's durable copy', async () => {
+    it('odd offsets and lengths (writes, zero, trim) match a byte-exact model, also in the durable copy of the volume', async () => {
       const r = await nbdshOk(String.raw`
         rng = random.Random(99)
         size = h.get_size()
