@@ -13,6 +13,7 @@ import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 
 import type { BlockDevice, Extent } from '../../src/block-device/block-device.js';
 import { isBlockgateError } from '../../src/errors.js';
+import { mulberry32 } from '../harness/prng.js';
 
 export interface DeviceFactory {
   /** A new device of `size` bytes on a fresh backing store. */
@@ -30,6 +31,12 @@ export interface ComplianceOptions {
   freshIsZero?: boolean;
   /** Largest single request the suite issues (default min(maxBlockSize, 32 MiB)). */
   largestRequest?: number;
+  /**
+   * The device can be reopened read-only (default true). Stored and cached
+   * volumes cannot: `readOnly` is a raw-volume setting (src/daemon/config.ts
+   * accepts it only for `mode: raw`).
+   */
+  reopenReadOnly?: boolean;
 }
 
 const MiB = 1024 * 1024;
@@ -387,7 +394,55 @@ export function blockDeviceCompliance(name: string, factory: DeviceFactory, opti
         }
       });
 
-      it.skipIf(!factory.reopen)('reopened read-only: reports readOnly and reads the data', async () => {
+      it.skipIf(!factory.reopen)('seeded writes, zeroes and trims survive close and reopen byte for byte, extents still truthful', async () => {
+        const dev = await factory.create(SIZE);
+        const c = dev.capabilities();
+        const model = await readBack(dev, 0, SIZE);
+        const rnd = mulberry32(0x5eed);
+        for (let i = 0; i < 150; i++) {
+          const aligned = rnd() < 0.5;
+          const len = aligned ? 4096 * (1 + Math.floor(rnd() * 64)) : 1 + Math.floor(rnd() * 200_000);
+          const off = aligned ? 4096 * Math.floor(rnd() * ((SIZE - len) / 4096)) : Math.floor(rnd() * (SIZE - len));
+          const kind = rnd();
+          if (kind < 0.6 || (c.zero !== 'native' && !c.trim)) {
+            const data = pattern(len, 1000 + i);
+            await dev.write(Buffer.from(data), off, NO_FUA);
+            data.copy(model, off);
+          } else if (kind < 0.85 && c.zero === 'native') {
+            await dev.zero!(off, len, { fua: false, mayTrim: rnd() < 0.5, fast: false });
+            model.fill(0, off, off + len);
+          } else if (c.trim) {
+            await dev.trim!(off, len, NO_FUA);
+            // TRIM is advisory: byte by byte the old data or zero; the model takes what reads back.
+            const got = await readBack(dev, off, len);
+            for (let k = 0; k < len; k++) {
+              if (got[k] !== 0 && got[k] !== model[off + k]) throw new Error(`op ${i}: trimmed byte ${off + k} is neither old data nor zero`);
+            }
+            got.copy(model, off);
+          }
+        }
+        if (c.flush) await dev.flush!();
+        expect((await readBack(dev, 0, SIZE)).equals(model), 'before close').toBe(true);
+        await dev.close();
+        const again = await reopen(dev);
+        const got = await readBack(again, 0, SIZE);
+        const bad = got.findIndex((b, k) => b !== model[k]);
+        expect(bad, `first difference after reopen at ${bad}`).toBe(-1);
+        if (again.capabilities().extents) {
+          let pos = 0;
+          while (pos < SIZE) {
+            const ex = await again.extents!(pos, SIZE - pos);
+            expect(ex.length, `extents at ${pos}`).toBeGreaterThan(0); // (and each length > 0: the loop ends)
+            for (const e of ex) {
+              expect(e.length).toBeGreaterThan(0);
+              if (e.zero) expect(isZero(model.subarray(pos, pos + e.length)), `zero extent at ${pos}+${e.length}`).toBe(true);
+              pos += e.length;
+            }
+          }
+        }
+      });
+
+      it.skipIf(!factory.reopen || options.reopenReadOnly === false)('reopened read-only: reports readOnly and reads the data', async () => {
         const dev = await factory.create(SIZE);
         await dev.write(pattern(4096, 95), 0, NO_FUA);
         await dev.close();

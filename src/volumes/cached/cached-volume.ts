@@ -425,9 +425,15 @@ export class CachedVolume implements BlockDevice {
     }
   }
 
-  /** Holes: blocks that the live root does not store and the log does not touch (they read as zeros). */
+  /**
+   * Holes: blocks that the live root does not store and the log does not
+   * touch (they read as zeros). Counted as a read of the root it started
+   * with, so that commitRoot does not release the log under it (else a block
+   * only in the log, not in that root, would be reported as a hole).
+   */
   async extents(offset: number, length: number): Promise<Extent[]> {
     this.enter();
+    const g = this.beginRead();
     try {
       const bs = this.blockSize;
       const root = this.rootObj;
@@ -445,6 +451,7 @@ export class CachedVolume implements BlockDevice {
       }
       return out;
     } finally {
+      this.endRead(g);
       this.leave();
     }
   }
