@@ -2,16 +2,16 @@
 // pread + CRC32C per unit on the pool) and its CRC32C, against
 // @node-rs/crc32 (what the cache's index records are computed with).
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32c } from '@node-rs/crc32';
 import { afterAll, describe, expect, it } from 'vitest';
 import { VerifyBatcher } from '../../src/chunk-cache/verify-batch.js';
 import * as native from '../../src/native/index.js';
+import { tempDir } from '../harness/cleanup.js';
 import { mulberry32, randomBlock } from './helpers.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'bg-native-verify-'));
+const dir = tempDir('bg-native-verify-');
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function unitCrcs(data: Buffer, unit: number): Uint32Array {

@@ -1,13 +1,12 @@
 // Store factories for the snapshot suites: the filesystem store always, and
 // Ceph RGW when the global setup provides inject('s3') (one fresh bucket per
 // factory call).
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
 import { inject } from 'vitest';
 import { FsObjectStore } from '../../src/object-store/fs.js';
 import { openObjectStore } from '../../src/object-store/open.js';
 import type { ObjectStore } from '../../src/object-store/object-store.js';
+import { tempDir as registeredTempDir } from '../harness/cleanup.js';
 import { createTestBucket } from '../harness/rgw.js';
 
 export interface S3Coordinates {
@@ -33,7 +32,7 @@ export interface StoreFactory {
 }
 
 export function tempDir(prefix = 'bg-snap-'): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  return registeredTempDir(prefix);
 }
 
 let bucketSeq = 0;
