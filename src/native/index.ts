@@ -48,6 +48,7 @@ interface Addon {
   sha256?(data: Uint8Array): Promise<Buffer>;
   preadVerify(fd: number, segments: VerifyList, unitBytes: number): Promise<Float64Array>;
   crc32c(buffer: Uint8Array, initial?: number): number;
+  crc32cPath(): 'avx512' | 'sse42' | 'table';
 }
 
 /** Error thrown by the addon: a Node-style system error. */
@@ -266,4 +267,9 @@ export function nowaitMaxFromEnv(): number | undefined {
  */
 export function crc32c(buffer: Uint8Array, initial = 0): number {
   return load().crc32c(buffer, initial);
+}
+
+/** Which CRC32C code crc32c() runs in this process (the CPU's best, capped by BLOCKGATE_NATIVE_CRC). */
+export function crc32cPath(): 'avx512' | 'sse42' | 'table' {
+  return load().crc32cPath();
 }
