@@ -22,8 +22,10 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Added to (and overriding) process.env. */
   env?: Record<string, string>;
-  /** Written to stdin (stdin is closed otherwise). */
+  /** Written to stdin, then stdin is closed (without it stdin is /dev/null, unless openStdin). */
   input?: string;
+  /** start() only: leave stdin open as a pipe (child.process.stdin) for the test to write to. */
+  openStdin?: boolean;
   cwd?: string;
 }
 
@@ -48,7 +50,7 @@ export interface Child {
 export function start(cmd: string, args: readonly string[], options: Omit<RunOptions, 'timeoutMs'> = {}): Child {
   const child = spawn(cmd, args, {
     env: { ...process.env, ...options.env },
-    stdio: [options.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'],
+    stdio: [options.input !== undefined || options.openStdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
     ...(options.cwd ? { cwd: options.cwd } : {}),
   });
   trackChild(child);
