@@ -1,7 +1,6 @@
 // The native addon's preadVerify (the chunk cache's thread-pool slot reads:
 // pread + CRC32C per unit on the pool) and its CRC32C, against
 // @node-rs/crc32 (what the cache's index records are computed with).
-import { execFileSync } from 'node:child_process';
 import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32c } from '@node-rs/crc32';
@@ -9,6 +8,7 @@ import { describe, expect, it } from 'vitest';
 import { VerifyBatcher } from '../../src/chunk-cache/verify-batch.js';
 import * as native from '../../src/native/index.js';
 import { tempDir } from '../harness/cleanup.js';
+import { runOk } from '../harness/process.js';
 import { mulberry32, randomBlock } from './helpers.js';
 
 const dir = tempDir('bg-native-verify-');
@@ -89,7 +89,7 @@ describe('native preadVerify and crc32c', () => {
     expect(native.crc32cPath()).toBe(expectedCrcPath(process.env.BLOCKGATE_NATIVE_CRC ?? ''));
   });
 
-  it.each(['', 'sse42', 'table'])('every CRC32C code path agrees with @node-rs/crc32 (BLOCKGATE_NATIVE_CRC=%s)', (cap) => {
+  it.each(['', 'sse42', 'table'])('every CRC32C code path agrees with @node-rs/crc32 (BLOCKGATE_NATIVE_CRC=%s)', async (cap) => {
     const script = `
       import { createRequire } from 'node:module';
       import { crc32c } from '@node-rs/crc32';
@@ -105,10 +105,10 @@ describe('native preadVerify and crc32c', () => {
         for (const len of lengths) if (addon.crc32c(data.subarray(off, off + len)) !== crc32c(data.subarray(off, off + len)) >>> 0) bad++;
       console.log(JSON.stringify({ bad, check: addon.crc32c(Buffer.from('123456789')), path: addon.crc32cPath() }));`;
     const addonPath = join(__dirname, '..', '..', 'build', 'Release', 'blockgate_native.node');
-    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
-      cwd: join(__dirname, '..', '..'), env: { ...process.env, ADDON: addonPath, BLOCKGATE_NATIVE_CRC: cap }, encoding: 'utf8',
+    const { stdout } = await runOk(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: join(__dirname, '..', '..'), env: { ADDON: addonPath, BLOCKGATE_NATIVE_CRC: cap },
     });
-    const result = JSON.parse(out) as { bad: number; check: number; path: string };
+    const result = JSON.parse(stdout) as { bad: number; check: number; path: string };
     console.log(`crc32c: ${result.path} path tested (BLOCKGATE_NATIVE_CRC=${cap || 'unset'})`);
     expect(result).toEqual({ bad: 0, check: 0xe3069283, path: expectedCrcPath(cap) });
   });

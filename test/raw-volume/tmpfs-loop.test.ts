@@ -3,18 +3,16 @@
 // block devices (loop devices over sparse files), including the BlockDevice
 // compliance suite on a loop device. Without root (or without mount/losetup)
 // these skip visibly; under CI=true they fail instead (test/harness/prereq.ts).
-import { execFile as execFileCb } from 'node:child_process';
 import { mkdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import { isBlockgateError } from '../../src/errors.js';
 import { RawVolume, type RawVolumeOptions } from '../../src/volumes/raw.js';
 import { blockDeviceCompliance } from '../block-device/compliance.js';
 import { atFileEnd, tempDir } from '../harness/cleanup.js';
 import { skipReason } from '../harness/prereq.js';
+import { runOk } from '../harness/process.js';
 
-const execFile = promisify(execFileCb);
 const MiB = 1024 * 1024;
 const NO_FUA = { fua: false };
 const dir = tempDir('bg-raw-root-');
@@ -42,7 +40,7 @@ async function expectConfigError(p: Promise<unknown>, re: RegExp): Promise<void>
 }
 
 function errText(err: unknown): string {
-  return (err as { stderr?: string }).stderr?.trim() || String(err);
+  return (err as Error).message.split('\n').filter((l) => l.startsWith('stderr:')).join(' ') || String(err);
 }
 
 // --- tmpfs: mounted once for the file, unmounted when it ends.
@@ -50,11 +48,11 @@ const mnt = join(dir, 'tmpfs');
 const tmpfsMissing = await (async (): Promise<string | undefined> => {
   try {
     await mkdir(mnt);
-    await execFile('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'blockgate-test', mnt]);
+    await runOk('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'blockgate-test', mnt]);
   } catch (err) {
     return `a private tmpfs mount (root): mount -t tmpfs failed: ${errText(err)}`;
   }
-  atFileEnd(() => execFile('umount', [mnt]).then(() => undefined));
+  atFileEnd(() => runOk('umount', [mnt]).then(() => undefined));
   return undefined;
 })();
 
@@ -86,9 +84,9 @@ async function makeLoop(size: number): Promise<{ dev: string; file: string }> {
   const file = join(dir, `loop-${seq++}.img`);
   await writeFile(file, Buffer.alloc(0));
   await truncate(file, size);
-  const { stdout } = await execFile('losetup', ['--find', '--show', file]);
+  const { stdout } = await runOk('losetup', ['--find', '--show', file]);
   const dev = stdout.trim();
-  atFileEnd(() => execFile('losetup', ['-d', dev]).then(() => undefined));
+  atFileEnd(() => runOk('losetup', ['-d', dev]).then(() => undefined));
   return { dev, file };
 }
 
