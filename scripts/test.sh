@@ -8,7 +8,8 @@
 #      package-lock.json; then `npm run build` (tests drive dist/ through
 #      bin/blockgate).
 #   3. vitest with the default reporter (humans) and the JSON reporter
-#      (test-results/vitest.json).
+#      (test-results/vitest.json), TMPDIR pointing at a private dir: each
+#      entry the tests leave in it counts as one failure (listed).
 # Ends with the plain line "N passed, N failed" (errors outside tests, such as
 # a test file that fails to load, count as failures) and exits non-zero on any
 # failure or when no test ran. BLOCKGATE_SKIP_DEPS=1 skips step 1.
