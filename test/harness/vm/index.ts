@@ -11,7 +11,7 @@
 // but 127.0.0.1:port.
 import { spawn, spawnSync } from 'node:child_process';
 import { accessSync, constants, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tempDir } from '../cleanup.js';
+import { atFileEnd, tempDir } from '../cleanup.js';
 import { isCI } from '../prereq.js';
 import { delimiter, join, resolve } from 'node:path';
 
@@ -153,6 +153,7 @@ export async function runGuest(opts: RunGuestOptions): Promise<GuestResult> {
   // run-guest.sh kills qemu itself at the timeout (+10 s for a stuck qemu);
   // this is the backstop for anything else in the group.
   const killGroup = (): void => { try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ } };
+  const forget = atFileEnd(killGroup); // a test that times out still leaves no qemu behind
   const hardKill = setTimeout(() => { log += `vm: harness hard-killed after ${timeoutMs + 30_000} ms\n`; killGroup(); }, timeoutMs + 30_000);
   const code = await new Promise<number>((res) => {
     child.once('close', (c, sig) => res(c ?? (sig ? 128 + 9 : 1)));
@@ -160,6 +161,7 @@ export async function runGuest(opts: RunGuestOptions): Promise<GuestResult> {
   });
   clearTimeout(hardKill);
   killGroup();
+  forget();
   try { consoleOut = readFileSync(consoleLog, 'utf8'); } catch { /* qemu never started: keep the stream */ }
   rmSync(tmp, { recursive: true, force: true });
   const status = /^GUEST-EXIT=(\d+)$/m.exec(consoleOut.replace(/\r/g, ''));
