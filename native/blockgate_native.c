@@ -539,6 +539,15 @@ static napi_value nowait_io(napi_env env, napi_callback_info info, int is_write)
 }
 
 /* crc32c(buffer, initial = 0) -> number (synchronous) */
+/* crc32cPath(): which CRC32C code this process uses ("avx512", "sse42" or "table"; tests assert the CPU's best one ran). */
+static napi_value crc32cPath(napi_env env, napi_callback_info info) {
+  (void)info;
+  pthread_once(&crc_once, crc_setup);
+  napi_value out;
+  napi_create_string_utf8(env, crc_hw == 2 ? "avx512" : crc_hw == 1 ? "sse42" : "table", NAPI_AUTO_LENGTH, &out);
+  return out;
+}
+
 static napi_value crc32cSync(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2];
@@ -762,16 +771,6 @@ static napi_value preadVerify(napi_env env, napi_callback_info info) {
   return queue_job(env, argv[1], "blockgate:preadVerify", verify_execute, verify_complete, v, &v->deferred, &v->work, &v->segments_ref);
 }
 
-/* crc32cImpl(): which CRC32C code runs here ("avx512", "sse42" or "table"), for `blockgate status`. */
-static napi_value crc32cImpl(napi_env env, napi_callback_info info) {
-  (void)info;
-  pthread_once(&crc_once, crc_setup);
-  const char *name = crc_hw == 2 ? "avx512" : crc_hw == 1 ? "sse42" : "table";
-  napi_value out;
-  napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &out);
-  return out;
-}
-
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"seekData", NULL, seekData, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -788,7 +787,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"pwriteNoWait", NULL, pwriteNoWait, NULL, NULL, NULL, napi_enumerable, NULL},
     {"preadVerify", NULL, preadVerify, NULL, NULL, NULL, napi_enumerable, NULL},
     {"crc32c", NULL, crc32cSync, NULL, NULL, NULL, napi_enumerable, NULL},
-    {"crc32cImpl", NULL, crc32cImpl, NULL, NULL, NULL, napi_enumerable, NULL},
+    {"crc32cPath", NULL, crc32cPath, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   if (SHA256 != NULL) {

@@ -8,7 +8,8 @@
 #      package-lock.json; then `npm run build` (tests drive dist/ through
 #      bin/blockgate).
 #   3. vitest with the default reporter (humans) and the JSON reporter
-#      (test-results/vitest.json).
+#      (test-results/vitest.json), TMPDIR pointing at a private dir: each
+#      entry the tests leave in it counts as one failure (listed).
 # Node is the pinned LTS from scripts/install-node.sh (installed when missing).
 # Ends with the plain line "N passed, N failed" (errors outside tests, such as
 # a test file that fails to load, count as failures) and exits non-zero on any
@@ -78,10 +79,19 @@ if [ ! -d node_modules ] || ! lock_matches; then
 fi
 npm run build || abort "npm run build failed"
 
-# 3. The suite.
+# 3. The suite, with a private TMPDIR (short: unix socket paths under it must
+# fit in 108 bytes). Tests make every temp file under os.tmpdir(); whatever is
+# left there after the run is counted as a failure and listed, then removed.
 mkdir -p test-results
 json=$(mktemp "test-results/vitest-XXXXXX.json")
-node_modules/.bin/vitest run --reporter=default --reporter=json --outputFile="$json" "$@" < /dev/null
+testtmp=$(mktemp -d /tmp/blockgate-test.XXXXXX) || abort "mktemp -d /tmp/blockgate-test.XXXXXX failed"
+exit_trap=$(trap -p EXIT)
+if [ -n "$exit_trap" ]; then
+    eval "${exit_trap/#trap -- \'/trap -- \'rm -rf \"\$testtmp\"; }"
+else
+    trap 'rm -rf "$testtmp"' EXIT
+fi
+TMPDIR="$testtmp" node_modules/.bin/vitest run --reporter=default --reporter=json --outputFile="$json" "$@" < /dev/null
 rc=$?
 read -r passed failed < <(node -e '
   let r;
@@ -103,6 +113,14 @@ if [ "$rc" != 0 ] && [ "$failed" = 0 ]; then
     say "vitest exited $rc with no failed test counted (no test file matched, or an error outside the tests): counting 1 failure"
     failed=1
 fi
+leftovers=$(find "$testtmp" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort)
+if [ -n "$leftovers" ]; then
+    n=$(printf '%s\n' "$leftovers" | wc -l)
+    say "the tests left $n entries in their TMPDIR ($testtmp), each counted as a failure:"
+    printf '%s\n' "$leftovers" | sed 's/^/test.sh:   leftover: /' >&2
+    failed=$((failed + n))
+fi
+rm -rf "$testtmp"
 if [ "$passed" = 0 ] && [ "$failed" = 0 ]; then
     say "no test ran"
 fi

@@ -48,8 +48,7 @@ interface Addon {
   sha256?(data: Uint8Array): Promise<Buffer>;
   preadVerify(fd: number, segments: VerifyList, unitBytes: number): Promise<Float64Array>;
   crc32c(buffer: Uint8Array, initial?: number): number;
-  /** Absent in addons built before it existed. */
-  crc32cImpl?(): 'avx512' | 'sse42' | 'table';
+  crc32cPath(): 'avx512' | 'sse42' | 'table';
 }
 
 /** Error thrown by the addon: a Node-style system error. */
@@ -271,7 +270,7 @@ export function crc32c(buffer: Uint8Array, initial = 0): number {
   return load().crc32c(buffer, initial);
 }
 
-/** Which CRC32C code the addon runs on this CPU: AVX-512 folding, SSE4.2, or slicing-by-8 tables. */
-export function crc32cImplementation(): 'avx512' | 'sse42' | 'table' | 'unknown' {
-  return load().crc32cImpl?.() ?? 'unknown';
+/** Which CRC32C code crc32c() runs in this process (the CPU's best, capped by BLOCKGATE_NATIVE_CRC). */
+export function crc32cPath(): 'avx512' | 'sse42' | 'table' {
+  return load().crc32cPath();
 }

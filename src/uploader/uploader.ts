@@ -192,7 +192,12 @@ export class VolumeUploader {
       await this.o.hooks.committed(vol.name, payload, root).catch((err) => this.o.logger.warn('snapshot hook failed', { err: errorMessage(err) }));
       return true;
     } catch (err) {
-      if (payload.kind === 'user') this.o.hooks.failed(vol.name, payload, err);
+      // Every user snapshot from this marker on fails with it: one queued behind a failing (auto)
+      // upload would otherwise wait, pending, for as long as the store keeps failing.
+      for (const mk of log.markers()) {
+        const p = (mk.payload ?? {}) as MarkerPayload;
+        if (p.kind === 'user') this.o.hooks.failed(vol.name, p, err);
+      }
       throw err;
     }
   }

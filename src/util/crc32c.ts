@@ -62,5 +62,5 @@ export function crc32c(buf: Uint8Array, initial = 0): number {
  * it), or node-rs when the addon is not built.
  */
 export function crc32cImplementation(): 'avx512' | 'sse42' | 'table' | 'node-rs' | 'unknown' {
-  return native.nativeAvailable() ? native.crc32cImplementation() : 'node-rs';
+  return native.nativeAvailable() ? native.crc32cPath() : 'node-rs';
 }

@@ -9,6 +9,13 @@ import type { CachedRuntime } from '../../src/volumes/cached/runtime.js';
 import type { CachedVolume } from '../../src/volumes/cached/cached-volume.js';
 import { KiB, MiB, fsStore, logger, pattern, runtime, tmp, until, volumeConfig } from './helpers.js';
 import { mulberry32 } from '../harness/prng.js';
+import { settle } from '../harness/until.js';
+import type { FaultInjectingObjectStore } from '../../src/object-store/fault.js';
+
+/** Faults the wrapper has injected so far (every store call the outage refused). */
+function injectedTotal(f: FaultInjectingObjectStore): number {
+  return Object.values(f.injected).reduce((a, b) => a + b, 0);
+}
 
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -199,9 +206,15 @@ describe('cached volume: faults and pressure', () => {
       data.copy(model, i * 512 * KiB);
       pending.push(vol.write(Buffer.from(data), i * 512 * KiB, { fua: false }).then(() => { acked++; }));
     }
-    await until(() => acked >= 6, 30_000, 'writes acknowledged during the outage');
-    await new Promise((r) => setTimeout(r, 500));
-    expect(acked).toBeLessThan(16); // log full: the rest wait
+    // Every write is either acknowledged or waiting for log space (none still being appended).
+    await until(() => acked >= 6 && acked + vol.details().log.waitingWriters === 16, 30_000, 'the log to fill up: writes acknowledged or waiting');
+    // The log is full: while the uploader keeps hitting the outage (two more failed store calls),
+    // no waiting write is acknowledged.
+    const stuck = acked;
+    const failed = injectedTotal(faults!);
+    await until(() => injectedTotal(faults!) >= failed + 2, 60_000, 'the uploader to retry against the outage');
+    expect(acked).toBe(stuck);
+    expect(acked).toBeLessThan(16);
     expect(vol.details().log.waitingWriters).toBeGreaterThan(0);
     faults!.clearRules();
     await Promise.all(pending);
@@ -230,7 +243,10 @@ describe('cached volume: faults and pressure', () => {
     await vol.write(pattern(32, 4096), 10 * 64 * KiB, { fua: true }); // another block: its upload needs no fetch
     await until(() => vol.liveRoot!.id !== root1, 30_000, 'new live root committed');
     expect(readDone).toBe(false);
-    await new Promise((r) => setTimeout(r, 300));
+    // commitRoot switched the root and now waits for the read that started with root1 before it
+    // releases the log (its waiter is registered in the same step as the switch).
+    expect((vol as unknown as { readerWaiters: unknown[] }).readerWaiters.length).toBeGreaterThan(0);
+    await settle();
     expect(vol.log.releasedSeq).toBeLessThan(vol.log.newestSeq); // held for the read of root1
     await read;
     expect(b.equals(pattern(31, 64 * KiB).subarray(0, 4096))).toBe(true);

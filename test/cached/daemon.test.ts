@@ -3,7 +3,6 @@
 // cache wiped, a SIGKILL loop with an nbdsh writer, run-time volume creation
 // from a snapshot (CLI -> admin API) that survives a restart, fencing
 // between two daemons on one store, and a round trip on Ceph RGW.
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,7 +10,8 @@ import { afterEach, beforeAll, describe, expect, inject, it } from 'vitest';
 import { adminRequest } from '../../src/daemon/admin-api.js';
 import type { DaemonStatus } from '../../src/daemon/status.js';
 import { blockgateBin, repoRoot, startDaemon, tempDir, type DaemonHandle } from '../harness/daemon.js';
-import { SYSTEM_PYTHON, nbdshOk, randomFile, requireTools, run, runOk, sha256File, sleep, waitFor } from '../harness/nbd-tools.js';
+import { SYSTEM_PYTHON, nbdshOk, randomFile, requireTools, run, runOk, sha256File, waitFor } from '../harness/nbd-tools.js';
+import { start as startProcess } from '../harness/process.js';
 import { createTestBucket } from '../harness/rgw.js';
 
 const MiB = 1024 * 1024;
@@ -156,28 +156,21 @@ for i in range(N):
         h.flush()
         print("F", i, flush=True)
 `;
-      const child = spawn(SYSTEM_PYTHON, ['-m', 'nbd', '-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = startProcess(SYSTEM_PYTHON, ['-m', 'nbd', '-c', script]);
       let last = -1;
-      let buf = '';
       const killAfter = 2 + Math.floor(Math.random() * 30);
-      let flushes = 0;
-      const killed = new Promise<void>((resolve) => {
-        child.stdout.on('data', (chunk: Buffer) => {
-          buf += chunk.toString();
-          let nl: number;
-          while ((nl = buf.indexOf('\n')) >= 0) {
-            const line = buf.slice(0, nl);
-            buf = buf.slice(nl + 1);
-            const m = /^F (\d+)$/.exec(line);
-            if (m) { last = Number(m[1]); if (++flushes === killAfter) resolve(); }
-          }
-        });
-        child.once('exit', () => resolve());
+      // The writer's flushes ("F i" lines, stdout only): the daemon is killed after the killAfter-th.
+      const flushed = (): number[] => [...child.stdout().matchAll(/^F (\d+)$/gm)].map((m) => Number(m[1]));
+      await new Promise<void>((resolve) => {
+        const check = (): void => { if (flushed().length >= killAfter || !child.running()) { stop(); resolve(); } };
+        const stop = child.onData(check);
+        void child.exited.then(check, check);
+        check();
       });
-      await killed;
       await d.kill(); // SIGKILL the daemon while the writer is writing
       daemons.splice(daemons.indexOf(d), 1);
-      await new Promise<void>((r) => { if (child.exitCode !== null || child.signalCode !== null) r(); else { child.once('exit', () => r()); child.kill('SIGKILL'); } });
+      await child.kill();
+      last = flushed().at(-1) ?? -1;
       expect(last, `cycle ${c}: the writer completed a flush`).toBeGreaterThanOrEqual(3);
       acked.push(last);
     }
@@ -309,6 +302,5 @@ describe('cached volume on Ceph RGW', () => {
     await runOk('nbdcopy', [d.uri('c1'), out], { timeoutMs: 180_000 });
     expect(await sha256File(out)).toBe(want);
     await stop(d);
-    await sleep(0);
   });
 });

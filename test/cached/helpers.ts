@@ -1,7 +1,7 @@
 // Helpers for cached-volume tests: a CachedRuntime over a filesystem store
 // (optionally behind the fault-injection wrapper), in-process.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
+import { tempDir } from '../harness/cleanup.js';
 import { join } from 'node:path';
 import { Logger } from '../../src/log.js';
 import { FaultInjectingObjectStore } from '../../src/object-store/fault.js';
@@ -15,7 +15,7 @@ export const MiB = 1024 * 1024;
 export const logger = new Logger({ level: (process.env.BLOCKGATE_TEST_LOG as 'debug' | undefined) ?? 'silent', format: 'text' });
 
 export function tmp(prefix = 'bg-cached-'): { dir: string; cleanup: () => void } {
-  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const dir = tempDir(prefix);
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 

@@ -2,8 +2,8 @@
 // that counts fetches (total, per key, in flight, peak in flight), and temp
 // cache directories.
 import { mulberry32 } from '../harness/prng.js';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
+import { tempDir } from '../harness/cleanup.js';
 import { join } from 'node:path';
 import type { Fetcher } from '../../src/chunk-cache/index.js';
 
@@ -76,7 +76,7 @@ export function tempDirs(): { make(): string; cleanup(): void } {
   const dirs: string[] = [];
   return {
     make() {
-      const d = mkdtempSync(join(tmpdir(), 'bg-chunk-cache-'));
+      const d = tempDir('bg-chunk-cache-');
       dirs.push(d);
       return join(d, 'cache');
     },

@@ -3,14 +3,14 @@
 // flight). After every kill the cache must open without a reset, serve only
 // correct bytes, find every indexed entry intact (no CRC drop: the slot write
 // and index ordering make a process kill harmless), stay within its cap and
-// still be warm. The child runs the compiled code (dist/),
-// built here with tsc as the other child-process tests do.
-import { spawn, spawnSync } from 'node:child_process';
+// still be warm. The child runs the compiled code (dist/, built by
+// `npm run build`).
 import { createCipheriv, createHash } from 'node:crypto';
 import { existsSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ChunkCache } from '../../src/chunk-cache/index.js';
+import { start } from '../harness/process.js';
 import { tempDirs } from './helpers.js';
 
 const repoRoot = resolve(import.meta.dirname, '..', '..');
@@ -54,42 +54,37 @@ const SCRIPT = `
   await Promise.all([worker(), worker(), worker(), worker()]);
 `;
 
-function buildDist(): void {
-  const started = Date.now();
-  const r = spawnSync(process.execPath, [join(repoRoot, 'node_modules/typescript/bin/tsc'), '-p', 'tsconfig.json'], { cwd: repoRoot, encoding: 'utf8' });
+/** The child runs the built cache (dist/, `npm run build`, as scripts/test.sh does first). */
+function assertBuilt(): void {
   for (const f of ['chunk-cache', 'format', 'index']) {
     const out = join(repoRoot, 'dist/chunk-cache', `${f}.js`);
-    if (!existsSync(out) || statSync(out).mtimeMs < started - 1000) {
-      throw new Error(`tsc did not produce an up-to-date ${out}:\n${r.stdout}${r.stderr}`);
-    }
+    const src = join(repoRoot, 'src/chunk-cache', `${f}.ts`);
+    if (!existsSync(out) || statSync(out).mtimeMs + 1000 < statSync(src).mtimeMs) throw new Error(`${out} is missing or older than ${src}: run 'npm run build'`);
   }
 }
 
 async function runAndKill(dir: string, seed: number, killAfterOps: number): Promise<void> {
-  const child = spawn(process.execPath, ['--input-type=module', '-e', SCRIPT], {
-    env: { ...process.env, DIST: join(repoRoot, 'dist/chunk-cache/index.js'), DIR: dir, SEED: String(seed) },
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const child = start(process.execPath, ['--input-type=module', '-e', SCRIPT], {
+    env: { DIST: join(repoRoot, 'dist/chunk-cache/index.js'), DIR: dir, SEED: String(seed) },
   });
-  let out = '';
-  let err = '';
-  child.stderr.on('data', (d: Buffer) => { err += d.toString(); });
-  const exited = new Promise<string | null>((res) => child.once('exit', (_code, sig) => res(sig)));
+  // Killed once it has done `killAfterOps` operations (it reports every 25).
   await new Promise<void>((res, rej) => {
-    const t = setTimeout(() => rej(new Error(`child made no progress:\n${out}\n${err}`)), 60_000);
-    child.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('WRONG')) { clearTimeout(t); rej(new Error(`child read wrong bytes: ${out}`)); }
+    const t = setTimeout(() => done(new Error(`child made no progress:\n${child.output()}`)), 60_000);
+    const done = (err?: Error): void => { clearTimeout(t); stop(); if (err) rej(err); else res(); };
+    const stop = child.onData(() => {
+      const out = child.stdout();
+      if (out.includes('WRONG')) done(new Error(`child read wrong bytes: ${out}`));
       const m = /ops (\d+)\n(?![\s\S]*ops)/.exec(out);
-      if (m && Number(m[1]) >= killAfterOps) { clearTimeout(t); res(); }
+      if (m && Number(m[1]) >= killAfterOps) done();
     });
-    child.once('exit', (code) => { clearTimeout(t); rej(new Error(`child exited (${code}) before it was killed:\n${out}\n${err}`)); });
+    void child.exited.then((r) => done(new Error(`child exited (${r.code ?? r.signal}) before it was killed:\n${child.output()}`)));
   });
-  child.kill('SIGKILL');
-  expect(await exited).toBe('SIGKILL');
+  await child.kill();
+  expect((await child.exited).signal).toBe('SIGKILL');
 }
 
 describe('ChunkCache: SIGKILL at arbitrary points', () => {
-  beforeAll(() => buildDist(), 180_000);
+  beforeAll(() => assertBuilt());
 
   it('reopens without a reset, every indexed entry intact, only correct bytes, within its cap, warm (5 kills)', async () => {
     const dir = tmp.make();

@@ -1,18 +1,33 @@
 // The native addon's preadVerify (the chunk cache's thread-pool slot reads:
 // pread + CRC32C per unit on the pool) and its CRC32C, against
 // @node-rs/crc32 (what the cache's index records are computed with).
-import { execFileSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32c } from '@node-rs/crc32';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { VerifyBatcher } from '../../src/chunk-cache/verify-batch.js';
 import * as native from '../../src/native/index.js';
+import { tempDir } from '../harness/cleanup.js';
+import { runOk } from '../harness/process.js';
 import { mulberry32, randomBlock } from './helpers.js';
 
-const dir = mkdtempSync(join(tmpdir(), 'bg-native-verify-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const dir = tempDir('bg-native-verify-');
+
+/** The CRC32C code the addon must choose on this CPU: AVX-512 folding needs avx512f, avx512vl and vpclmulqdq; the crc32 instruction needs sse4_2. */
+function bestCrcPath(): 'avx512' | 'sse42' | 'table' {
+  if (process.arch !== 'x64') return 'table';
+  const flags = new Set(/^flags\s*:(.*)$/m.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1]?.trim().split(/\s+/) ?? []);
+  if (!flags.has('sse4_2')) return 'table';
+  return flags.has('avx512f') && flags.has('avx512vl') && flags.has('vpclmulqdq') ? 'avx512' : 'sse42';
+}
+
+/** The path under BLOCKGATE_NATIVE_CRC=cap: the cap lowers the choice, never raises it. */
+function expectedCrcPath(cap: string): 'avx512' | 'sse42' | 'table' {
+  const best = bestCrcPath();
+  if (cap === 'table') return 'table';
+  if (cap === 'sse42') return best === 'avx512' ? 'sse42' : best;
+  return best;
+}
 
 function unitCrcs(data: Buffer, unit: number): Uint32Array {
   const out = new Uint32Array(Math.ceil(data.length / unit));
@@ -66,8 +81,15 @@ describe('native preadVerify and crc32c', () => {
   });
 
   // The addon picks AVX-512 folding, SSE4.2 or tables by CPU; BLOCKGATE_NATIVE_CRC caps the choice per
-  // process, so each path runs in its own child (the paths this CPU lacks fall back and pass trivially).
-  it.each(['', 'sse42', 'table'])('every CRC32C code path agrees with @node-rs/crc32 (BLOCKGATE_NATIVE_CRC=%s)', (cap) => {
+  // process, so each path runs in its own child. The child reports the path it ran, and the test asserts
+  // it is the one this CPU (its /proc/cpuinfo flags) makes the addon choose: a CPU with AVX-512 must run
+  // the AVX-512 code, not pass on a fallback.
+  it('the default CRC32C path is the best one this CPU has (/proc/cpuinfo flags)', () => {
+    console.log(`crc32c: ${native.crc32cPath()} path (CPU flags allow: ${bestCrcPath()})`);
+    expect(native.crc32cPath()).toBe(expectedCrcPath(process.env.BLOCKGATE_NATIVE_CRC ?? ''));
+  });
+
+  it.each(['', 'sse42', 'table'])('every CRC32C code path agrees with @node-rs/crc32 (BLOCKGATE_NATIVE_CRC=%s)', async (cap) => {
     const script = `
       import { createRequire } from 'node:module';
       import { crc32c } from '@node-rs/crc32';
@@ -81,12 +103,14 @@ describe('native preadVerify and crc32c', () => {
       let bad = 0;
       for (const off of [0, 1, 7, 63])
         for (const len of lengths) if (addon.crc32c(data.subarray(off, off + len)) !== crc32c(data.subarray(off, off + len)) >>> 0) bad++;
-      console.log(JSON.stringify({ bad, check: addon.crc32c(Buffer.from('123456789')) }));`;
+      console.log(JSON.stringify({ bad, check: addon.crc32c(Buffer.from('123456789')), path: addon.crc32cPath() }));`;
     const addonPath = join(__dirname, '..', '..', 'build', 'Release', 'blockgate_native.node');
-    const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], {
-      cwd: join(__dirname, '..', '..'), env: { ...process.env, ADDON: addonPath, BLOCKGATE_NATIVE_CRC: cap }, encoding: 'utf8',
+    const { stdout } = await runOk(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: join(__dirname, '..', '..'), env: { ADDON: addonPath, BLOCKGATE_NATIVE_CRC: cap },
     });
-    expect(JSON.parse(out)).toEqual({ bad: 0, check: 0xe3069283 });
+    const result = JSON.parse(stdout) as { bad: number; check: number; path: string };
+    console.log(`crc32c: ${result.path} path tested (BLOCKGATE_NATIVE_CRC=${cap || 'unset'})`);
+    expect(result).toEqual({ bad: 0, check: 0xe3069283, path: expectedCrcPath(cap) });
   });
 
   it('several reads in one job: each gets its own result; a failed read fails only itself (VerifyBatcher)', async () => {

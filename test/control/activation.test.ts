@@ -11,6 +11,7 @@ import { ControlClient } from '../../src/control-plane/client.js';
 import { requestJson } from '../../src/control-plane/http.js';
 import { challengeMessage } from '../../src/control-plane/protocol.js';
 import type { BlockgateError } from '../../src/errors.js';
+import { untilPast } from '../harness/until.js';
 import {
   OTHER_TOKEN, TOKEN, assertBuilt, cli, cliJson, controlConfig, fileMode, startAgent, startControl, tempDir,
   type AgentHandle, type ControlHandle,
@@ -27,7 +28,7 @@ class HandMadeGateway {
   hello(): Promise<{ gatewayId: string; activationKey: string; expiresAt: string }> {
     return requestJson(`${this.url}/v1/gateway/hello`, { body: { publicKey: this.publicKeyPem, metadata: { hostname: 'hand-made', version: '0.0.1', capabilities: ['snapshot'] } } });
   }
-  challenge(id: string): Promise<{ challengeId: string; nonce: string }> {
+  challenge(id: string): Promise<{ challengeId: string; nonce: string; expiresAt: string }> {
     return requestJson(`${this.url}/v1/gateway/${id}/challenge`, { method: 'POST', body: {} });
   }
   signChallenge(id: string, ch: { challengeId: string; nonce: string }, key: KeyObject = this.privateKey): string {
@@ -178,8 +179,8 @@ describe('activation refusals', () => {
 
   it('expired activation key and expired challenge', async () => {
     const gw = new HandMadeGateway(quick.url);
-    const { activationKey } = await gw.hello();
-    await new Promise((r) => setTimeout(r, 3300));
+    const { activationKey, expiresAt } = await gw.hello();
+    await untilPast(expiresAt);
     const expired = await activateCli(quick, activationKey, 'late');
     expect(expired.code).toBe(1);
     expect(expired.stderr).toContain('[ERR_ACTIVATION_KEY_EXPIRED]');
@@ -190,7 +191,7 @@ describe('activation refusals', () => {
     // Registered in-process: a CLI start on a loaded machine could outlive the 3 s key.
     expect((await new ControlClient({ url: quick.url, token: TOKEN }).activate(h.activationKey, 'slow-prover')).state).toBe('pending');
     const ch = await gw2.challenge(h.gatewayId);
-    await new Promise((r) => setTimeout(r, 3300));
+    await untilPast(ch.expiresAt);
     const r = await refusal(gw2.activate(h.gatewayId, ch.challengeId, gw2.signChallenge(h.gatewayId, ch)));
     expect(r).toMatchObject({ code: 'ERR_CHALLENGE_EXPIRED', status: 410 });
     // A fresh challenge answered in time works.
@@ -269,11 +270,11 @@ describe('activation of a real agent whose key expired meanwhile', () => {
     let agent: AgentHandle | undefined;
     try {
       agent = await startAgent(tempDir('bg-gw-'), control.url);
-      const first = await requestJson<{ activationKey: string }>(`http://${agent.activationAddress}/activation-key`).catch(async () => {
+      const first = await requestJson<{ activationKey: string; expiresAt: string }>(`http://${agent.activationAddress}/activation-key`).catch(async () => {
         await agent!.waitFor((r) => r.msg === 'activation key issued');
-        return requestJson<{ activationKey: string }>(`http://${agent!.activationAddress}/activation-key`);
+        return requestJson<{ activationKey: string; expiresAt: string }>(`http://${agent!.activationAddress}/activation-key`);
       });
-      await new Promise((r) => setTimeout(r, 3300));
+      await untilPast(first.expiresAt);
       const old = await activateCli(control, first.activationKey, 'renewed');
       expect(old.code).toBe(1);
       expect(old.stderr).toContain('[ERR_ACTIVATION_KEY_EXPIRED]');

@@ -19,6 +19,30 @@ function handlerCalls(agent: AgentHandle): Array<{ method: string; arg: Record<s
   return agent.records().filter((r) => r.msg === 'handler call') as unknown as Array<{ method: string; arg: Record<string, unknown> }>;
 }
 
+/**
+ * Waits until the gateway is inside a held poll at `server` (a 'long poll' record with a hold, after
+ * record index `from`); returns the record count then: the mark for deliveredByHeldPoll.
+ */
+async function inHeldPoll(server: ControlHandle, from = 0): Promise<number> {
+  await server.waitFor((r) => r.msg === 'long poll' && Number(r.holdMs) > 0, 30_000, from);
+  const recs = server.records();
+  const latest = recs.filter((r) => r.msg === 'long poll').at(-1)!;
+  expect(Number(latest.holdMs)).toBeGreaterThan(0);
+  return recs.length;
+}
+
+/**
+ * The command was delivered by the poll that was already held (woken by the enqueue), not by a later
+ * poll after the hold ran out: between `mark` and its 'commands delivered' record, no new poll began.
+ */
+async function deliveredByHeldPoll(server: ControlHandle, mark: number, commandId: string): Promise<void> {
+  const isDelivery = (r: Record<string, unknown>): boolean => r.msg === 'commands delivered' && (r.commands as string[]).includes(commandId);
+  await server.waitFor(isDelivery, 10_000, mark);
+  const after = server.records().slice(mark);
+  const delivered = after.findIndex(isDelivery);
+  expect(after.slice(0, delivered).filter((r) => r.msg === 'long poll'), 'a new poll began before the delivery').toEqual([]);
+}
+
 beforeAll(() => assertBuilt());
 
 describe('commands over the long-poll channel', () => {
@@ -32,12 +56,11 @@ describe('commands over the long-poll channel', () => {
   afterAll(async () => { await agent?.stop(); await control?.stop(); });
 
   it('every command type is applied through the handler and its result is visible from the CLI', async () => {
-    // Let the agent settle into a held poll first.
-    await new Promise((r) => setTimeout(r, 500));
-    const t0 = Date.now();
+    // The agent is in a held poll (25 s hold); the command must reach it through that poll.
+    const held = await inHeldPoll(control);
     const created = await cliJson<CommandView>(['control', 'command', ...conn(control), '--gateway', 'gw-cmd', '--wait', '--timeout', '20s',
       'create-volume', '--name', 'vol1', '--size', '1GiB', '--mode', 'raw']);
-    expect(Date.now() - t0).toBeLessThan(10_000);
+    await deliveredByHeldPoll(control, held, created.id);
     expect(created).toMatchObject({ type: 'create-volume', state: 'succeeded', gateway: 'gw-cmd', args: { name: 'vol1', size: 1024 ** 3, mode: 'raw' }, result: { volume: 'vol1' } });
     expect(created.deliveries).toBe(1);
 
@@ -79,7 +102,6 @@ describe('commands over the long-poll channel', () => {
     // With the gateway stopped, a command stays queued; it is delivered when the gateway comes back.
     await agent.stop();
     const queued = await cliJson<CommandView>(['control', 'command', ...conn(control), '--gateway', 'gw-cmd', 'set-bandwidth', '--download', '1MiB']);
-    await new Promise((r) => setTimeout(r, 500));
     const listed = await cliJson<CommandView[]>(['control', 'commands', ...conn(control), '--gateway', 'gw-cmd']);
     expect(listed.find((c) => c.id === queued.id)?.state).toBe('queued');
     agent = await startAgent(agent.stateDir, control.url, ['--fail-volume', 'doomed']);
@@ -130,10 +152,9 @@ describe('long-poll reconnect', () => {
       expect(after.state).toBe('succeeded');
       expect(handlerCalls(agent).map((c) => c.arg)).toEqual([{ volumes: ['a'] }, { volumes: ['b'] }]);
 
-      // A clean shutdown (SIGTERM) also ends held polls promptly and the agent comes back again.
-      const t0 = Date.now();
+      // A clean shutdown (SIGTERM) also ends held polls (exit 0, no SIGKILL) and the agent comes back again.
+      await inHeldPoll(control);
       expect(await control.stop()).toBe(0);
-      expect(Date.now() - t0).toBeLessThan(5000);
       control = await startControl(controlConfig({ longPollHold: '5s', listen: `127.0.0.1:${port}` }), dir, 'control-restarted-2');
       const again = await cliJson<CommandView>(['control', 'command', ...conn(control), '--gateway', 'gw-restart', '--wait', '--timeout', '30s', 'snapshot', '--volume', 'c']);
       expect(again.state).toBe('succeeded');
@@ -162,12 +183,11 @@ describe('two control servers sharing one registry', () => {
     const gws = await cliJson<Array<{ name: string; state: string; connectedVia: string }>>(['control', 'gateways', ...conn(owner)]);
     expect(gws.find((g) => g.name === 'gw-far')).toMatchObject({ state: 'activated', connectedVia: peer.url });
 
-    await new Promise((r) => setTimeout(r, 500)); // the agent is now in a 25 s held poll at the peer
-    const t0 = Date.now();
+    const heldAtPeer = await inHeldPoll(peer); // the agent is now in a 25 s held poll at the peer
     const c = await cliJson<CommandView>(['control', 'command', ...conn(owner), '--gateway', 'gw-far', '--wait', '--timeout', '20s',
       'set-bandwidth', '--upload', '1MiB']);
     expect(c.state).toBe('succeeded');
-    expect(Date.now() - t0).toBeLessThan(10_000); // well under the hold: the owner forwarded a notification
+    await deliveredByHeldPoll(peer, heldAtPeer, c.id); // the owner forwarded a notification that woke the peer's held poll
     await owner.waitFor((r) => r.msg === 'forwarded command notification' && r.to === peer.url, 5000);
 
     const atPeer = await cliJson<CommandView[]>(['control', 'commands', ...conn(peer), '--gateway', 'gw-far']);
@@ -179,11 +199,10 @@ describe('two control servers sharing one registry', () => {
     await agent.stop();
     agent = await startAgent(agent.stateDir, owner.url);
     await agent.waitFor((r) => r.msg === 'command channel connected');
-    await new Promise((r) => setTimeout(r, 500));
-    const t1 = Date.now();
+    const heldAtOwner = await inHeldPoll(owner, owner.records().length);
     const d = await cliJson<CommandView>(['control', 'command', ...conn(peer), '--gateway', 'gw-far', '--wait', '--timeout', '20s', 'snapshot', '--volume', 'x']);
     expect(d.state).toBe('succeeded');
-    expect(Date.now() - t1).toBeLessThan(10_000);
+    await deliveredByHeldPoll(owner, heldAtOwner, d.id);
     expect(handlerCalls(agent).map((x) => x.method)).toEqual(['snapshot']);
   });
 

@@ -4,15 +4,12 @@
 // time is served over NBD at once, snapshotted, and survives a restart; the
 // bandwidth limit applies to its object store; refusals come back as failed
 // commands with their message.
-import { execFile } from 'node:child_process';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runOk as run } from '../harness/process.js';
 import type { CommandView } from '../../src/control-plane/protocol.js';
 import { blockgateBin, startDaemon, tempDir, type DaemonHandle } from '../harness/daemon.js';
 import { TOKEN, assertBuilt, cli, cliJson, controlConfig, startControl, waitUntil, type ControlHandle } from './helpers.js';
-
-const run = promisify(execFile);
 
 function logRecords(d: DaemonHandle): Array<Record<string, unknown>> {
   return d.output().split('\n').flatMap((l) => { try { return [JSON.parse(l) as Record<string, unknown>]; } catch { return []; } });

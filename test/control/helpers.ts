@@ -3,12 +3,13 @@
 // the CLI, all on 127.0.0.1 with kernel-chosen ports and temp dirs. Every
 // wait is bounded. Processes log one JSON object per line on stderr; the
 // helpers parse those records ("listening", "ready", "activation key issued").
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
-import { blockgateBin, logRecordReader, repoRoot, tempDir } from '../harness/daemon.js';
+import { blockgateBin, repoRoot, tempDir } from '../harness/daemon.js';
+import { logRecordLines, runBlockgate, start } from '../harness/process.js';
 
 export { tempDir };
 
@@ -38,18 +39,8 @@ export function assertBuilt(): void {
 export interface CliResult { code: number | null; stdout: string; stderr: string }
 
 export async function cli(args: string[], options: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliResult> {
-  const child = spawn(process.execPath, [cliEntry(), ...args], {
-    env: { ...process.env, BLOCKGATE_TOKEN: '', BLOCKGATE_CONTROL_URL: '', ...options.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout!.on('data', (c: Buffer) => { stdout += c.toString(); });
-  child.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
-  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
-  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-  clearTimeout(timer);
-  return { code, stdout, stderr };
+  const r = await runBlockgate(args, { env: { BLOCKGATE_TOKEN: '', BLOCKGATE_CONTROL_URL: '', ...options.env }, timeoutMs: options.timeoutMs ?? 60_000 });
+  return { code: r.code, stdout: r.stdout, stderr: r.stderr };
 }
 
 /** Runs the CLI with --json and parses stdout; throws with the CLI's stderr when it fails. */
@@ -70,40 +61,32 @@ export interface LoggedProcess {
 }
 
 function spawnLogged(args: string[], cwd: string): LoggedProcess {
-  const child = spawn(process.execPath, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
+  const p = start(process.execPath, args, { cwd });
+  const child = p.process;
   const recs: Array<Record<string, unknown>> = [];
   const listeners = new Set<() => void>();
-  const readRecords = logRecordReader((text) => { out += text; }, (rec) => recs.push(rec));
-  const onData = (chunk: Buffer): void => {
-    readRecords(chunk);
+  const readRecords = logRecordLines((rec) => recs.push(rec));
+  p.onData((text) => {
+    readRecords(text);
     for (const l of listeners) l();
-  };
-  child.stdout!.on('data', onData);
-  child.stderr!.on('data', onData);
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (c) => { for (const l of listeners) l(); resolve(c); }));
+  });
+  void p.exited.then(() => { for (const l of listeners) l(); }, () => undefined);
   return {
     process: child,
-    output: () => out,
+    output: () => p.output(),
     records: () => recs,
     waitFor: (pred, timeoutMs = 30_000, from = 0) => new Promise((resolve, reject) => {
       const check = (): void => {
         const r = recs.slice(from).find(pred);
         if (r) { done(); resolve(r); return; }
-        if (child.exitCode !== null || child.signalCode !== null) { done(); reject(new Error(`process exited (${child.exitCode ?? child.signalCode}) while waiting:\n${out}`)); }
+        if (!p.running()) { done(); reject(new Error(`process exited (${child.exitCode ?? child.signalCode}) while waiting:\n${p.output()}`)); }
       };
-      const timer = setTimeout(() => { done(); reject(new Error(`no matching log record within ${timeoutMs} ms:\n${out}`)); }, timeoutMs);
+      const timer = setTimeout(() => { done(); reject(new Error(`no matching log record within ${timeoutMs} ms:\n${p.output()}`)); }, timeoutMs);
       const done = (): void => { clearTimeout(timer); listeners.delete(check); };
       listeners.add(check);
       check();
     }),
-    stop: async (signal = 'SIGTERM') => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
-      const t = setTimeout(() => child.kill('SIGKILL'), 15_000);
-      const code = await exited;
-      clearTimeout(t);
-      return code;
-    },
+    stop: (signal = 'SIGTERM') => p.stop(signal, 15_000),
   };
 }
 

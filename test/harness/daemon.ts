@@ -3,14 +3,14 @@
 // reports each bound address in a structured log record {"msg":"listening",
 // "address":"127.0.0.1:PORT"} or {"msg":"listening","unix":PATH}, then
 // {"msg":"ready"} once every export is open.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { stringify } from 'yaml';
+import { tempDir as registeredTempDir } from './cleanup.js';
+import { blockgateBin, logRecordLines, repoRoot, startBlockgate } from './process.js';
 
-export const repoRoot = resolve(import.meta.dirname, '..', '..');
-export const blockgateBin = join(repoRoot, 'bin', 'blockgate');
+export { blockgateBin, repoRoot };
 
 export interface DaemonHandle {
   readonly host: string;
@@ -43,8 +43,9 @@ export interface StartDaemonOptions {
   timeoutMs?: number;
 }
 
+/** A temp dir under os.tmpdir(), removed when the test file ends (test/harness/cleanup.ts). */
 export function tempDir(prefix = 'blockgate-test-'): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  return registeredTempDir(prefix);
 }
 
 /**
@@ -56,19 +57,14 @@ export async function startDaemon(config: Record<string, unknown>, options: Star
   const cfg = { log: { level: 'debug' }, listen: [{ tcp: '127.0.0.1:0' }], admin: { socket: join(dir, 'admin.sock') }, ...config };
   const configPath = join(dir, `config-${Date.now()}-${Math.random().toString(36).slice(2, 8)}.yaml`);
   writeFileSync(configPath, stringify(cfg));
-  const child = spawn(process.execPath, [blockgateBin, 'serve', '--config', configPath, ...(options.args ?? [])], {
-    cwd: dir,
-    env: { ...process.env, ...options.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
+  const proc = startBlockgate(['serve', '--config', configPath, ...(options.args ?? [])], { cwd: dir, ...(options.env ? { env: options.env } : {}) });
+  const child = proc.process;
   let port = 0;
   let host = '127.0.0.1';
   let unixSocket: string | undefined;
-  const exited = new Promise<number | null>((res) => child.once('exit', (code) => res(code)));
-
+  const timeoutMs = options.timeoutMs ?? 30_000;
   const ready = new Promise<void>((res, rej) => {
-    const onData = logRecordReader((text) => { out += text; }, (rec) => {
+    const stopListening = proc.onData(logRecordLines((rec) => {
       if (rec.msg === 'listening') {
         if (typeof rec.address === 'string') {
           const i = rec.address.lastIndexOf(':');
@@ -77,26 +73,24 @@ export async function startDaemon(config: Record<string, unknown>, options: Star
         }
         if (typeof rec.unix === 'string') unixSocket ??= rec.unix;
       }
-      if (rec.msg === 'ready') res();
-    });
-    child.stdout!.on('data', onData);
-    child.stderr!.on('data', onData);
-    void exited.then((code) => rej(new Error(`blockgate exited (${code}) before ready:\n${out}`)));
-    setTimeout(() => rej(new Error(`blockgate not ready after ${options.timeoutMs ?? 30000} ms:\n${out}`)), options.timeoutMs ?? 30000).unref();
+      if (rec.msg === 'ready') { stopListening(); res(); }
+    }));
+    void proc.exited.then((r) => rej(new Error(`blockgate exited (${r.code ?? r.signal}) before ready:\n${proc.output()}`)), rej);
+    setTimeout(() => rej(new Error(`blockgate not ready after ${timeoutMs} ms:\n${proc.output()}`)), timeoutMs).unref();
   });
   try {
     await ready;
   } catch (err) {
-    child.kill('SIGKILL');
+    await proc.kill();
     throw err;
   }
   return {
     host, port, unixSocket, dir, configPath, process: child,
     adminSocket: (cfg.admin as { socket: string }).socket,
     uri: (name) => port ? `nbd://${host}:${port}/${name}` : `nbd+unix:///${name}?socket=${unixSocket}`,
-    output: () => out,
-    stop: async () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM'); return exited; },
-    kill: async () => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); await exited; },
+    output: () => proc.output(),
+    stop: async () => { if (proc.running()) child.kill('SIGTERM'); return (await proc.exited).code; },
+    kill: () => proc.kill(),
   };
 }
 
@@ -106,18 +100,10 @@ export async function startDaemon(config: Record<string, unknown>, options: Star
  * record) to `onRecord`.
  */
 export function logRecordReader(onText: (text: string) => void, onRecord: (rec: Record<string, unknown>) => void): (chunk: Buffer) => void {
-  let pending = '';
+  const lines = logRecordLines(onRecord);
   return (chunk) => {
     const text = chunk.toString();
     onText(text);
-    pending += text;
-    let nl: number;
-    while ((nl = pending.indexOf('\n')) >= 0) {
-      const line = pending.slice(0, nl);
-      pending = pending.slice(nl + 1);
-      let rec: Record<string, unknown>;
-      try { rec = JSON.parse(line) as Record<string, unknown>; } catch { continue; }
-      onRecord(rec);
-    }
+    lines(text);
   };
 }

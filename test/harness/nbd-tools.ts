@@ -6,7 +6,8 @@
 // nbdsh is `python3 -m nbd`, and the nbd module is Debian's
 // (python3-libnbd): a pyenv shim may come first on PATH, so nbdsh() always
 // runs /usr/bin/python3 -m nbd explicitly.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
+import { run, runOk, type RunOptions, type RunResult } from './process.js';
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, copyFileSync, createReadStream, existsSync, mkdirSync, openSync, writeFileSync, writeSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
@@ -56,50 +57,7 @@ export function requireTools(...tools: string[]): void {
   }
 }
 
-export interface RunResult {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-export interface RunOptions {
-  timeoutMs?: number;
-  env?: Record<string, string>;
-  input?: string;
-  cwd?: string;
-}
-
-/** Runs a command to completion (never throws for a non-zero exit; kills it after timeoutMs). */
-export function run(cmd: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, {
-      env: { ...process.env, ...options.env },
-      stdio: [options.input !== undefined ? 'pipe' : 'ignore', 'pipe', 'pipe'],
-      ...(options.cwd ? { cwd: options.cwd } : {}),
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout!.on('data', (c: Buffer) => { stdout += c.toString(); });
-    child.stderr!.on('data', (c: Buffer) => { stderr += c.toString(); });
-    if (options.input !== undefined) child.stdin!.end(options.input);
-    const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 90_000);
-    child.once('error', (err) => { clearTimeout(timer); reject(err); });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
-}
-
-/** Runs a command and throws (with its output) unless it exits 0. */
-export async function runOk(cmd: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
-  const r = await run(cmd, args, options);
-  if (r.code !== 0) {
-    throw new Error(`${cmd} ${args.join(' ')} exited ${r.code ?? r.signal}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
-  }
-  return r;
-}
+export { run, runOk, type RunOptions, type RunResult } from './process.js';
 
 export interface NbdshOptions extends RunOptions {
   /**

@@ -4,12 +4,13 @@
 // this process dies without calling stop(). Startup is ~13 s on 2 cores;
 // startRgw also does one CreateBucket so RGW's slow first write (~2 s, pool
 // creation) happens here and not inside a test's timeout.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+import { run as runProcess } from './process.js';
 
 const HERE = resolve(import.meta.dirname, 'ceph-rgw');
 
@@ -39,29 +40,16 @@ function freePort(): Promise<number> {
   });
 }
 
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ code: number | null; out: string }> {
-  return new Promise((res, rej) => {
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.once('error', (err) => {
-      clearTimeout(timer);
-      rej(err);
-    });
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      res({ code, out });
-    });
-  });
+async function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ code: number | null; out: string }> {
+  const r = await runProcess(cmd, args, { env: env as Record<string, string>, timeoutMs });
+  return { code: r.code, out: r.stdout + r.stderr };
 }
 
 export async function startRgw(options: { timeoutMs?: number } = {}): Promise<RgwHandle> {
   const timeoutMs = options.timeoutMs ?? 150_000;
   let last = '';
   for (let attempt = 1; attempt <= 3; attempt++) {
-    const dir = mkdtempSync('/tmp/blockgate-rgw-');
+    const dir = mkdtempSync(join(tmpdir(), 'blockgate-rgw-'));
     const rgwPort = await freePort();
     const monPort = await freePort();
     // Messenger range (100 ports): a random base well away from ephemeral ports.

@@ -1,9 +1,9 @@
-import { spawn } from 'node:child_process';
-import { readdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { FsObjectStore } from '../../src/object-store/fs.js';
+import { repoRoot, start } from '../harness/process.js';
+import { until } from '../harness/until.js';
 import { objectStoreCompliance } from './compliance.js';
 import { tempDirs } from './tmp.js';
 
@@ -49,63 +49,54 @@ describe('FsObjectStore specifics', () => {
   });
 
   describe('across processes', () => {
-    // Compile the store once to plain JS so child processes can load it.
-    const outDir = tmp('compiled');
-    const repo = resolve(import.meta.dirname, '..', '..');
-    let compiled = false;
-    const compile = (): void => {
-      if (compiled) return;
-      compiled = true;
-      execFileSync(
-        process.execPath,
-        [join(repo, 'node_modules', 'typescript', 'bin', 'tsc'), '--outDir', outDir, '--rootDir', join(repo, 'src'), '--module', 'nodenext',
-          '--moduleResolution', 'nodenext', '--target', 'es2022', '--skipLibCheck', '--types', 'node', '--ignoreConfig', join(repo, 'src', 'object-store', 'fs.ts')],
-        { cwd: repo, stdio: 'pipe' },
-      );
+    // Children run the built store (dist/, `npm run build`). Each opens the store, says 'ready', and
+    // starts when the test writes 'go' to every child's stdin: a barrier, not a wall-clock start time.
+    const fsJs = join(repoRoot, 'dist', 'object-store', 'fs.js');
+    const script = `
+      import { createInterface } from 'node:readline';
+      const { FsObjectStore } = await import(${JSON.stringify(fsJs)});
+      const [mode, root, id, n] = process.argv.slice(1);
+      const s = await FsObjectStore.open(root);
+      const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+      console.log('ready');
+      await lines.next();
+      if (mode === 'create') {
+        try { await s.put('shared', Buffer.from('proc-' + id), { ifNoneMatch: '*' }); console.log('won'); }
+        catch (e) { console.log(e.code); }
+      } else {
+        let done = 0;
+        while (done < Number(n)) {
+          const cur = await s.get('counter');
+          try { await s.put('counter', Buffer.from(String(Number(cur.body.toString()) + 1)), { ifMatch: cur.etag }); done++; }
+          catch (e) { if (e.code !== 'ERR_PRECONDITION_FAILED') throw e; }
+        }
+        console.log('done');
+      }
+      process.exit(0);`;
+    /** Starts one child per argument list, releases them together, and resolves their outputs (after 'ready'). */
+    const together = async (argLists: string[][]): Promise<string[]> => {
+      expect(existsSync(fsJs), `${fsJs} is missing: run 'npm run build'`).toBe(true);
+      const children = argLists.map((args) => start(process.execPath, ['--input-type=module', '-e', script, ...args], { openStdin: true }));
+      await until(() => children.every((c) => c.stdout().startsWith('ready\n') || !c.running()), 30_000, 'every child ready');
+      for (const c of children) c.process.stdin!.on('error', () => undefined).end('go\n'); // a child that died already: its exit code says why
+      const results = await Promise.all(children.map((c) => c.exited));
+      for (const r of results) if (r.code !== 0) throw new Error(`child exited ${r.code ?? r.signal}: ${r.stdout}${r.stderr}`);
+      return results.map((r) => r.stdout.replace(/^ready\n/, '').trim());
     };
-    const child = (args: string[]): Promise<string> =>
-      new Promise((res, rej) => {
-        const script = `
-          const { FsObjectStore } = await import(${JSON.stringify(join(outDir, 'object-store', 'fs.js'))});
-          const [mode, root, id, startAt, n] = process.argv.slice(1);
-          const s = await FsObjectStore.open(root);
-          while (Date.now() < Number(startAt)) await new Promise((r) => setTimeout(r, 1));
-          if (mode === 'create') {
-            try { await s.put('shared', Buffer.from('proc-' + id), { ifNoneMatch: '*' }); console.log('won'); }
-            catch (e) { console.log(e.code); }
-          } else {
-            let done = 0;
-            while (done < Number(n)) {
-              const cur = await s.get('counter');
-              try { await s.put('counter', Buffer.from(String(Number(cur.body.toString()) + 1)), { ifMatch: cur.etag }); done++; }
-              catch (e) { if (e.code !== 'ERR_PRECONDITION_FAILED') throw e; }
-            }
-            console.log('done');
-          }`;
-        const p = spawn(process.execPath, ['--input-type=module', '-e', script, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
-        let out = '';
-        p.stdout.on('data', (d: Buffer) => (out += d.toString()));
-        p.once('error', rej);
-        p.once('close', (code) => (code === 0 ? res(out.trim()) : rej(new Error(`child exited ${code}: ${out}`))));
-      });
 
     test('ifNoneMatch: of 6 processes creating one key, exactly one wins', async () => {
-      compile();
       const root = tmp();
       await (await FsObjectStore.open(root)).close();
-      const startAt = Date.now() + 700;
-      const outs = await Promise.all(Array.from({ length: 6 }, (_, i) => child(['create', root, String(i), String(startAt)])));
+      const outs = await together(Array.from({ length: 6 }, (_, i) => ['create', root, String(i)]));
       expect(outs.filter((o) => o === 'won').length).toBe(1);
       expect(outs.filter((o) => o === 'ERR_PRECONDITION_FAILED').length).toBe(5);
     });
 
     test('ifMatch read-modify-write from 4 processes loses no increment', async () => {
-      compile();
       const root = tmp();
       const s = await FsObjectStore.open(root);
       await s.put('counter', Buffer.from('0'));
-      const startAt = Date.now() + 700;
-      await Promise.all(Array.from({ length: 4 }, (_, i) => child(['inc', root, String(i), String(startAt), '25'])));
+      expect(await together(Array.from({ length: 4 }, (_, i) => ['inc', root, String(i), '25']))).toEqual(['done', 'done', 'done', 'done']);
       expect((await s.get('counter')).body.toString()).toBe('100');
       expect(readdirSync(join(root, 'locks'))).toEqual([]);
       await s.close();

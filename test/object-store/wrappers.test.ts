@@ -1,5 +1,5 @@
 // Compliance of every wrapper stacked on FsObjectStore, plus each wrapper's own behaviour.
-import { describe, expect, test } from 'vitest';
+import { afterEach, beforeEach, describe, expect, test, vi } from 'vitest';
 import { BlockgateError, ErrorCodes } from '../../src/errors.js';
 import { BandwidthLimitedObjectStore } from '../../src/object-store/bandwidth.js';
 import { CountingObjectStore } from '../../src/object-store/counting.js';
@@ -7,6 +7,7 @@ import { FaultInjectingObjectStore } from '../../src/object-store/fault.js';
 import { FsObjectStore } from '../../src/object-store/fs.js';
 import type { ObjectStore } from '../../src/object-store/object-store.js';
 import { RetryingObjectStore, type RetryInfo } from '../../src/object-store/retry.js';
+import { MemoryStore } from '../snapshots/memory-store.js';
 import { objectStoreCompliance } from './compliance.js';
 import { tempDirs } from './tmp.js';
 
@@ -65,24 +66,27 @@ describe('RetryingObjectStore', () => {
 
   test('overall deadline: stops retrying before it would be passed', async () => {
     const faulty = new FaultInjectingObjectStore(await fsStore(), { rules: [{ error: 'throttled', latencyMs: 20 }] });
-    const s = new RetryingObjectStore(faulty, { deadlineMs: 400, baseDelayMs: 10, maxDelayMs: 50, maxAttempts: 1000 });
-    const t0 = Date.now();
+    const retries: RetryInfo[] = [];
+    const s = new RetryingObjectStore(faulty, { deadlineMs: 400, baseDelayMs: 10, maxDelayMs: 50, maxAttempts: 1000, onRetry: (i) => retries.push(i) });
     // The last attempt may be cut short by the deadline itself (STORE_TIMEOUT).
     const err = (await s.get('k').catch((e: unknown) => e)) as BlockgateError;
     expect([ErrorCodes.STORE_THROTTLED, ErrorCodes.STORE_TIMEOUT]).toContain(err.code);
     expect(err.retryable).toBe(true);
-    const took = Date.now() - t0;
-    expect(took).toBeGreaterThan(200);
-    expect(took).toBeLessThan(1500); // deadline 400 ms + slack for a loaded 2-core machine
+    // Every attempt costs at least its 20 ms of injected latency, so a 400 ms deadline admits at most
+    // 20 attempts; without the deadline it would go on to maxAttempts (1000).
+    const attempts = retries.length + 1;
+    expect(attempts).toBeLessThanOrEqual(20);
+    expect(retries.map((r) => r.attempt)).toEqual(Array.from({ length: retries.length }, (_, i) => i + 1));
   });
 
   test('per-attempt timeout aborts a hung attempt and retries', async () => {
     const faulty = new FaultInjectingObjectStore(await fsStore(), { rules: [{ ops: ['head'], nth: 1, action: 'delay', latencyMs: 10_000 }] });
     await faulty.put('k', Buffer.from('v'));
-    const s = new RetryingObjectStore(faulty, { attemptTimeoutMs: 100, baseDelayMs: 1 });
-    const t0 = Date.now();
+    const retries: RetryInfo[] = [];
+    const s = new RetryingObjectStore(faulty, { attemptTimeoutMs: 100, baseDelayMs: 1, onRetry: (i) => retries.push(i) });
     expect((await s.head('k')).size).toBe(1);
-    expect(Date.now() - t0).toBeLessThan(3000); // vs 10 s if the hung attempt were awaited
+    // The hung first attempt was aborted by its timeout and retried (awaited, it would have answered after 10 s, with no retry).
+    expect(retries.map((r) => [r.op, r.attempt, r.error.code])).toEqual([['head', 1, ErrorCodes.STORE_TIMEOUT]]);
   });
 
   test('caller abort stops retrying with the abort, not a retry', async () => {
@@ -233,9 +237,11 @@ describe('FaultInjectingObjectStore', () => {
     expect(c.body.equals(body)).toBe(false);
     expect([...c.body].filter((b) => b !== 7).length).toBe(1);
     expect((await inner.get('k')).body.equals(body)).toBe(true); // the stored object is untouched
-    const t0 = Date.now();
-    expect((await f.get('k')).body.equals(body)).toBe(true);
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(140);
+    // The third get waits 150 ms: a 50 ms timer set before it fires first (timers fire in expiry order).
+    const third = f.get('k');
+    const first = await Promise.race([third.then(() => 'get'), new Promise((r) => setTimeout(() => r('50 ms timer'), 50))]);
+    expect(first).toBe('50 ms timer');
+    expect((await third).body.equals(body)).toBe(true);
   });
 
   test('custom error factory', async () => {
@@ -244,36 +250,58 @@ describe('FaultInjectingObjectStore', () => {
   });
 });
 
+// The token bucket in virtual time (fake setTimeout and performance.now) over an in-memory store: the
+// rates are checked exactly, whatever the machine's load.
 describe('BandwidthLimitedObjectStore', () => {
+  beforeEach(() => { vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance', 'Date'] }); });
+  afterEach(() => { vi.useRealTimers(); });
+  const KiB256 = 256 * 1024;
+
   test('limits upload and download rates; limits change at runtime', async () => {
-    const s = new BandwidthLimitedObjectStore(await fsStore(), { upBytesPerSec: 2 * 1024 * 1024 });
-    const chunk = Buffer.alloc(256 * 1024, 1);
-    // 3 MiB at 2 MiB/s: first 256 KiB free (no debt), burst 0.5 MiB -> ~1.1 s at least.
-    let t0 = performance.now();
-    await Promise.all(Array.from({ length: 12 }, (_, i) => s.put(`k${i}`, chunk)));
-    const up = performance.now() - t0;
-    expect(up).toBeGreaterThan(1000);
-    expect(up).toBeLessThan(4000);
+    const s = new BandwidthLimitedObjectStore(new MemoryStore(), { upBytesPerSec: 2 * 1024 * 1024 });
+    const chunk = Buffer.alloc(KiB256, 1);
+    // Debt model: the first request passes at once, each next one waits until the debt is paid:
+    // 256 KiB at 2 MiB/s = 125 ms apart, so 12 puts end at 1375 ms.
+    let up = 0;
+    const puts = Array.from({ length: 12 }, (_, i) => s.put(`k${i}`, chunk).then(() => { up++; }));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(up).toBe(1);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(up).toBeGreaterThanOrEqual(8);
+    expect(up).toBeLessThanOrEqual(10);
+    await vi.advanceTimersByTimeAsync(500);
+    expect(up).toBe(12);
+    await Promise.all(puts);
+
+    // Upload unlimited now: 12 more puts pass without any time passing; downloads at 4 MiB/s (62.5 ms per 256 KiB).
     s.setLimits({ upBytesPerSec: 0, downBytesPerSec: 4 * 1024 * 1024 });
-    t0 = performance.now();
-    await Promise.all(Array.from({ length: 12 }, (_, i) => s.put(`u${i}`, chunk)));
-    expect(performance.now() - t0).toBeLessThan(1500);
-    t0 = performance.now();
-    for (let i = 0; i < 12; i++) await s.get(`k${i}`);
-    const down = performance.now() - t0;
-    expect(down).toBeGreaterThan(450);
-    expect(down).toBeLessThan(3000);
+    let free = 0;
+    const more = Array.from({ length: 12 }, (_, i) => s.put(`u${i}`, chunk).then(() => { free++; }));
+    await vi.advanceTimersByTimeAsync(0);
+    expect(free).toBe(12);
+    await Promise.all(more);
+    let down = 0;
+    const gets = (async () => { for (let i = 0; i < 12; i++) { await s.get(`k${i}`); down++; } })();
+    await vi.advanceTimersByTimeAsync(500);
+    expect(down).toBeGreaterThanOrEqual(8);
+    expect(down).toBeLessThanOrEqual(10);
+    await vi.advanceTimersByTimeAsync(500);
+    expect(down).toBe(12);
+    await gets;
     expect(s.limits).toEqual({ upBytesPerSec: 0, downBytesPerSec: 4 * 1024 * 1024 });
   });
 
-  test('a waiting request sees a raised limit quickly', async () => {
-    const s = new BandwidthLimitedObjectStore(await fsStore(), { upBytesPerSec: 1024 });
+  test('a waiting request sees a raised limit within one 50 ms pump step', async () => {
+    const s = new BandwidthLimitedObjectStore(new MemoryStore(), { upBytesPerSec: 1024 });
     await s.put('a', Buffer.alloc(64 * 1024)); // goes into 64 s of debt
-    const t0 = performance.now();
-    const p = s.put('b', Buffer.alloc(10));
-    setTimeout(() => s.setLimits({ upBytesPerSec: 0 }), 100);
+    let state = 'waiting';
+    const p = s.put('b', Buffer.alloc(10)).then(() => { state = 'done'; });
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(state).toBe('waiting');
+    s.setLimits({ upBytesPerSec: 0 });
+    await vi.advanceTimersByTimeAsync(50);
+    expect(state).toBe('done');
     await p;
-    expect(performance.now() - t0).toBeLessThan(2000); // vs ~64 s at the old rate
   });
 });
 

@@ -1,7 +1,6 @@
 // Uploads under store faults: retried transient errors, a store that starts
 // failing, and an uploader process SIGKILLed midway. In every case either a
 // complete snapshot becomes visible or none does, and a rerun completes.
-import { spawn } from 'node:child_process';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,6 +12,8 @@ import type { ObjectStore } from '../../src/object-store/object-store.js';
 import { SnapshotStore, collectGarbage, downloadSnapshot, uploadImage } from '../../src/snapshots/index.js';
 import { ensureBuilt, repoRoot } from './build.js';
 import { sha, writeImage } from './images.js';
+import { start } from '../harness/process.js';
+import { newestUnder, untilStoreClockPast } from './store-clock.js';
 import { storeFactories, tempDir } from './stores.js';
 
 const BS = 64 * 1024;
@@ -92,23 +93,20 @@ describe.each(storeFactories())('upload faults on $name store', (factory) => {
       await uploadImage(snaps, process.env.IMAGE, { volume: 'kill', blockSize: ${BS}, onProgress: (p) => process.stdout.write('changed ' + p.changedBlocks + '\\n') });
       process.stdout.write('DONE\\n');
     `;
-    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
-      env: { ...process.env, ...env, STORE_URL: url, IMAGE: img }, stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    let errOut = '';
-    child.stderr.on('data', (d: Buffer) => { errOut += d.toString(); });
-    const exited = new Promise<string | null>((res) => child.once('exit', (_c, sig) => res(sig)));
+    const child = start(process.execPath, ['--input-type=module', '-e', script], { env: { ...env, STORE_URL: url, IMAGE: img } });
+    // Killed once it has uploaded 40..99 changed blocks (of 120).
     await new Promise<void>((res, rej) => {
-      const t = setTimeout(() => rej(new Error(`child made no progress: ${out} ${errOut}`)), 60_000);
-      child.stdout.on('data', (d: Buffer) => {
-        out += d.toString();
-        if (/changed (4\d|[5-9]\d)\n/.test(out)) { clearTimeout(t); res(); }
-        if (out.includes('DONE')) { clearTimeout(t); rej(new Error('child finished before it was killed')); }
+      const t = setTimeout(() => rej(new Error(`child made no progress: ${child.output()}`)), 60_000);
+      const done = (err?: Error): void => { clearTimeout(t); stop(); if (err) rej(err); else res(); };
+      const stop = child.onData(() => {
+        const out = child.stdout();
+        if (/changed (4\d|[5-9]\d)\n/.test(out)) done();
+        else if (out.includes('DONE')) done(new Error('child finished before it was killed'));
       });
+      void child.exited.then((r) => done(new Error(`child exited (${r.code ?? r.signal}) before it was killed: ${child.output()}`)));
     });
-    child.kill('SIGKILL');
-    expect(await exited).toBe('SIGKILL');
+    await child.kill();
+    expect((await child.exited).signal).toBe('SIGKILL');
 
     const snaps = new SnapshotStore(store, { staleMs: 1500 });
     expect((await snaps.list()).filter((r) => r.volume === 'kill')).toEqual([]);
@@ -121,7 +119,8 @@ describe.each(storeFactories())('upload faults on $name store', (factory) => {
     await downloadSnapshot(snaps, up.root.id, restored);
     expect(sha(restored)).toBe(sha(img));
 
-    await new Promise((r) => setTimeout(r, 2100)); // dead session goes stale; store clocks tick past 1 s granularity
+    // The dead session goes stale once the store's clock is staleMs past its last heartbeat.
+    await untilStoreClockPast(store, (await newestUnder(store, 'sessions/')) + 1500);
     const gc = await collectGarbage(snaps, { graceMs: 0 });
     expect(gc.staleSessions).toBeGreaterThan(0);
     await downloadSnapshot(snaps, up.root.id, restored);

@@ -8,6 +8,7 @@ import {
   Codec, decodeBlockObject, decodeRoot, decodeShard, encodeBlockObject, encodeRoot, encodeShard, isZero, newSnapshotId,
   sha256, validateBlockSize, SNAPSHOT_ID_RE, type SnapshotRoot,
 } from '../../src/snapshots/format.js';
+import { settle, until } from '../harness/until.js';
 import { prng, textLike } from './images.js';
 
 const code = (fn: () => unknown): string | undefined => {
@@ -106,11 +107,12 @@ describe('WorkPool', () => {
         admitted++;
       }
     })();
-    await new Promise((r) => setTimeout(r, 20));
+    await until(() => releases.length === 3 && admitted === 5, 5000, '3 tasks running, 2 queued');
+    await settle(); // no timers involved: anything the pool would still admit has been admitted by now
     expect(admitted).toBe(5); // 3 running + 2 queued; the producer waits
     while (done < 20) {
       releases.splice(0).forEach((r) => r());
-      await new Promise((r) => setTimeout(r, 1));
+      await until(() => releases.length > 0 || done === 20, 5000, 'the next tasks to start');
     }
     await producer;
     await pool.drain();
@@ -120,7 +122,7 @@ describe('WorkPool', () => {
   it('keeps the first error, stops admitting, and rethrows it from drain', async () => {
     const pool = new WorkPool(2);
     await pool.push(async () => { throw new Error('boom'); });
-    await new Promise((r) => setTimeout(r, 5));
+    await settle(); // the task has failed (promise callbacks only)
     await expect(pool.push(async () => {})).rejects.toThrow('boom');
     await expect(pool.drain()).rejects.toThrow('boom');
   });

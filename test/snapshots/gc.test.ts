@@ -9,10 +9,10 @@ import { SnapshotStore, aggregateOf, collectGarbage, computeUsage, downloadSnaps
 import { keys, sha256 } from '../../src/snapshots/format.js';
 import { mutateBlocks, prng, sha, writeImage } from './images.js';
 import { MemoryStore } from './memory-store.js';
+import { storeClockTick } from './store-clock.js';
 import { storeFactories, tempDir } from './stores.js';
 
 const BS = 64 * 1024;
-const tick = (): Promise<void> => new Promise((r) => setTimeout(r, 1100)); // past the store's 1 s mtime granularity
 
 async function countKeys(store: ObjectStore, prefix: string): Promise<number> {
   let n = 0;
@@ -40,11 +40,11 @@ describe.each(storeFactories())('gc on $name store', (factory) => {
     const c = await uploadImage(snaps, img, { parent: p.root.id });
     const blocksBefore = await countKeys(store, 'blocks/');
     await snaps.delete(p.root.id);
-    await tick();
+    await storeClockTick(store);
     // within the grace period the trashed root still pins its blocks
     const young = await collectGarbage(snaps, { graceMs: 3600_000 });
     expect(young.sweptBlocks).toBe(0);
-    await tick();
+    await storeClockTick(store);
     const dry = await collectGarbage(snaps, { graceMs: 0, dryRun: true });
     expect(dry.sweptBlocks).toBe(3);
     expect(await countKeys(store, 'blocks/')).toBe(blocksBefore);
@@ -64,15 +64,15 @@ describe.each(storeFactories())('gc on $name store', (factory) => {
     const session = await snaps.start({ volume: 'gcb', size, blockSize: BS });
     const blocks = Array.from({ length: 12 }, (_, i) => prng(`gcb:${i}`, BS));
     for (let i = 0; i < 6; i++) await session.putBlock(i, blocks[i]!, sha256(blocks[i]!).toString('base64'));
-    await tick();
+    await storeClockTick(store);
     const r1 = await collectGarbage(snaps, { graceMs: 0 });
     expect(r1.activeSessions).toBe(1);
     expect(r1.sweptBlocks).toBe(0);
     for (let i = 6; i < 12; i++) await session.putBlock(i, blocks[i]!, sha256(blocks[i]!).toString('base64'));
-    await tick();
+    await storeClockTick(store);
     await collectGarbage(snaps, { graceMs: 0 });
     const root = await session.complete(12, aggregateOf(blocks.map((b) => sha256(b))));
-    await tick();
+    await storeClockTick(store);
     await collectGarbage(snaps, { graceMs: 0 });
     for (let i = 0; i < 12; i++) expect((await new SnapshotStore(store).getBlock(root.id, i)).data.equals(blocks[i]!)).toBe(true);
   });
@@ -88,7 +88,7 @@ describe.each(storeFactories())('gc on $name store', (factory) => {
     const up = await uploadImage(snaps, img, { volume: 'gcc', blockSize: BS });
     done = true;
     await loop;
-    await tick();
+    await storeClockTick(store);
     await collectGarbage(snaps, { graceMs: 0 });
     expect(runs).toBeGreaterThan(0);
     const out = join(dir, 'c.out');
@@ -102,12 +102,12 @@ describe.each(storeFactories())('gc on $name store', (factory) => {
     const p = await uploadImage(snaps, img, { volume: 'gcd', blockSize: BS });
     const session = await snaps.start({ parent: p.root.id });
     await snaps.delete(p.root.id);
-    await tick();
+    await storeClockTick(store);
     await collectGarbage(snaps, { graceMs: 0 }); // trash is expired by age, but pinned by the session
     const nb = prng('gcd-new', BS);
     await session.putBlock(3, nb, sha256(nb).toString('base64'));
     const child = await session.complete(1, aggregateOf([sha256(nb)]));
-    await tick();
+    await storeClockTick(store);
     await collectGarbage(snaps, { graceMs: 0 });
     mutateBlocks(img, BS, [], 'x');
     const out = join(dir, 'd.out');
@@ -126,7 +126,7 @@ describe.each(storeFactories())('gc on $name store', (factory) => {
     const shardKey = keys.shard(up.root.shards[0]!.k);
     const body = (await store.get(shardKey)).body;
     await store.put(shardKey, Buffer.concat([body, Buffer.from('x')]));
-    await tick();
+    await storeClockTick(store);
     await expect(collectGarbage(new SnapshotStore(store), { graceMs: 0 })).rejects.toSatisfy((e: unknown) => isBlockgateError(e, ErrorCodes.CHECKSUM_MISMATCH));
     expect(await countKeys(store, 'blocks/')).toBeGreaterThan(0);
     await store.put(shardKey, body);

@@ -1,13 +1,13 @@
 // Store factories for the snapshot suites: the filesystem store always, and
 // Ceph RGW when the global setup provides inject('s3') (one fresh bucket per
-// factory call).
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+// factory call; required under CI).
+import { rmSync } from 'node:fs';
 import { inject } from 'vitest';
 import { FsObjectStore } from '../../src/object-store/fs.js';
 import { openObjectStore } from '../../src/object-store/open.js';
 import type { ObjectStore } from '../../src/object-store/object-store.js';
+import { tempDir as registeredTempDir } from '../harness/cleanup.js';
+import { isCI } from '../harness/prereq.js';
 import { createTestBucket } from '../harness/rgw.js';
 
 export interface S3Coordinates {
@@ -33,7 +33,7 @@ export interface StoreFactory {
 }
 
 export function tempDir(prefix = 'bg-snap-'): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  return registeredTempDir(prefix);
 }
 
 let bucketSeq = 0;
@@ -48,6 +48,8 @@ export function storeFactories(): StoreFactory[] {
     },
   }];
   const s3 = s3Coordinates();
+  // The whole suite's global setup always provides RGW; only a run without it (the unit tier) lacks it.
+  if (!s3 && isCI()) throw new Error("no S3 coordinates (inject('s3')) under CI: the snapshot suites must run against RGW (vitest.config.ts)");
   if (s3) {
     out.push({
       name: 'rgw',

@@ -152,6 +152,30 @@ describe('stored volume: shadowing and snapshots', () => {
     await until(async () => (await leftovers()).length === 0, 30_000, 'failed set member roots removed');
     expect(await leftovers()).toEqual([]);
   });
+
+  it('a member whose earlier (auto) upload is failing fails the set at once, not after the outage', async () => {
+    const { rt } = await setup({ volumes: ['a', 'b'] });
+    const a = rt.volumes.get('a')!;
+    const b = rt.volumes.get('b')!;
+    await a.write(pattern(1, 300_000), 0, { fua: false });
+    await b.write(pattern(2, 300_000), 0, { fua: false });
+    await until(() => a.log.newestSeq === a.log.releasedSeq && b.log.newestSeq === b.log.releasedSeq, 60_000, 'initial shadow');
+    // From now on b's upload sessions cannot start; b gets data behind an auto marker, so the set's
+    // marker for b queues behind an upload that keeps failing.
+    let failing = true;
+    const orig = rt.store.put.bind(rt.store);
+    (rt.store as { put: typeof rt.store.put }).put = async (key, body, opts) => {
+      if (failing && key.startsWith('sessions/') && body.toString().includes('"volume":"b"')) throw new Error('injected: access denied');
+      return orig(key, body, opts);
+    };
+    await b.write(pattern(4, 300_000), 0, { fua: false });
+    await b.appendMarker({ kind: 'auto' });
+    const g = await rt.coordinator.create(['a', 'b']);
+    const done = await rt.coordinator.wait(g.id, 60_000);
+    failing = false;
+    expect(done.state).toBe('failed');
+    expect(done.error).toMatch(/uploading volume b failed: injected: access denied/);
+  });
 });
 
 describe('stored volume: outages and backpressure', () => {
@@ -182,7 +206,9 @@ describe('stored volume: outages and backpressure', () => {
     await until(() => v.log.usage().waitingWriters > 0, 30_000, 'a writer waiting for log space');
     const stuck = completed;
     expect(stuck).toBeLessThan(12);
-    await new Promise((r) => setTimeout(r, 500));
+    // While the uploader keeps hitting the outage (two more refused store calls), no waiting write completes.
+    const failed = Object.values(faults!.injected).reduce((x, y) => x + y, 0);
+    await until(() => Object.values(faults!.injected).reduce((x, y) => x + y, 0) >= failed + 2, 60_000, 'the uploader to retry against the outage');
     expect(completed).toBe(stuck);
     faults!.removeRule(outage);
     await Promise.all(writes);

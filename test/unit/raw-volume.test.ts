@@ -1,31 +1,24 @@
-// RawVolume specifics the compliance suite cannot know: space really freed
-// (st_blocks) by trim/zero, SEEK_DATA extents, file creation/extension/refusal
-// rules, ENOSPC mapping, and block devices (via a loop device when this host
-// lets us create one).
-import { execFile as execFileCb } from 'node:child_process';
-import { mkdir, mkdtemp, rm, stat, truncate, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+// RawVolume specifics the compliance suite cannot know, on plain files: space
+// really freed (st_blocks) by trim/zero, SEEK_DATA extents, file
+// creation/extension/refusal rules. ENOSPC (tmpfs) and block devices (loop)
+// need root: test/raw-volume/tmpfs-loop.test.ts.
+import { mkdir, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 
 import type { Extent } from '../../src/block-device/block-device.js';
 import { isBlockgateError } from '../../src/errors.js';
 import * as native from '../../src/native/index.js';
 import { RawVolume, type RawVolumeOptions } from '../../src/volumes/raw.js';
-import { blockDeviceCompliance } from '../block-device/compliance.js';
+import { tempDir } from '../harness/cleanup.js';
 
-const execFile = promisify(execFileCb);
 const MiB = 1024 * 1024;
 const NO_FUA = { fua: false };
 
 let dir: string;
 let seq = 0;
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), 'blockgate-raw-unit-'));
-});
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
+beforeAll(() => {
+  dir = tempDir('blockgate-raw-unit-');
 });
 
 function fresh(): string {
@@ -256,132 +249,3 @@ describe('RawVolume on a sparse file', () => {
     expect(isBlockgateError(err, 'ERR_SHUTTING_DOWN')).toBe(true);
   });
 });
-
-// ENOSPC needs a small file system: a private 1 MiB tmpfs (root only). tmpfs
-// also has PUNCH_HOLE but no ZERO_RANGE, a real instance of that fallback.
-describe('RawVolume on a tiny tmpfs', async () => {
-  const mnt = join(tmpdir(), `blockgate-raw-tmpfs-${process.pid}`);
-  let mounted = false;
-  try {
-    await mkdir(mnt, { recursive: true });
-    await execFile('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'blockgate-test', mnt]);
-    mounted = true;
-  } catch {
-    await rm(mnt, { recursive: true, force: true }).catch(() => undefined);
-  }
-  afterAll(async () => {
-    if (mounted) await execFile('umount', [mnt]).catch(() => undefined);
-    await rm(mnt, { recursive: true, force: true }).catch(() => undefined);
-  });
-
-  it.skipIf(!mounted)('a write past the free space fails with ERR_NO_SPACE', async () => {
-    const v = await openVol({ path: join(mnt, 'big.img'), size: 8 * MiB });
-    const err = await v.write(fill(4 * MiB, 1), 0, NO_FUA).then(() => undefined, (e: unknown) => e);
-    expect(isBlockgateError(err, 'ERR_NO_SPACE'), String(err)).toBe(true);
-    await v.close();
-    await rm(join(mnt, 'big.img'));
-  });
-
-  it.skipIf(!mounted)('zero without ZERO_RANGE: punch hole (+ allocate for NO_HOLE)', async () => {
-    const path = join(mnt, 'z.img');
-    const v = await openVol({ path, size: 4 * MiB });
-    await v.write(fill(256 * 1024, 4), 0, NO_FUA);
-    await v.zero(0, 128 * 1024, { fua: false, mayTrim: false, fast: true });
-    await v.zero(128 * 1024, 128 * 1024, { fua: false, mayTrim: true, fast: true });
-    const b = Buffer.alloc(256 * 1024, 1);
-    await v.read(b, 0);
-    expect(b.every((x) => x === 0)).toBe(true);
-    expect(await allocated(path)).toBeLessThanOrEqual(128 * 1024 + 4096);
-  });
-});
-
-// Block devices: a loop device over a sparse file, when losetup works here.
-async function tryLoop(size: number): Promise<{ dev: string; file: string } | undefined> {
-  const file = join(tmpdir(), `blockgate-loop-${process.pid}-${seq++}.img`);
-  try {
-    await writeFile(file, Buffer.alloc(0));
-    await truncate(file, size);
-    const { stdout } = await execFile('losetup', ['--find', '--show', file]);
-    return { dev: stdout.trim(), file };
-  } catch {
-    await rm(file, { force: true });
-    return undefined;
-  }
-}
-
-const loops: Array<{ dev: string; file: string }> = [];
-async function makeLoop(size: number): Promise<{ dev: string; file: string }> {
-  const l = await tryLoop(size);
-  if (!l) throw new Error('losetup failed');
-  loops.push(l);
-  return l;
-}
-const loopProbe = await tryLoop(MiB);
-if (loopProbe) {
-  await execFile('losetup', ['-d', loopProbe.dev]).catch(() => undefined);
-  await rm(loopProbe.file, { force: true });
-}
-afterAll(async () => {
-  for (const l of loops.splice(0)) {
-    await execFile('losetup', ['-d', l.dev]).catch(() => undefined);
-    await rm(l.file, { force: true });
-  }
-});
-
-describe.skipIf(!loopProbe)('RawVolume on a loop block device', () => {
-  it('takes its size from the device; serves a prefix; refuses more', async () => {
-    const l = await makeLoop(32 * MiB);
-    const v = await openVol({ path: l.dev });
-    expect(v.capabilities()).toMatchObject({ size: 32 * MiB, extents: false, zero: 'native', trim: true, multiConn: true });
-    await v.close();
-    const p = await openVol({ path: l.dev, size: 16 * MiB });
-    expect(p.capabilities().size).toBe(16 * MiB);
-    await p.close();
-    await expectConfigError(RawVolume.open({ path: l.dev, size: 33 * MiB }), /exceeds the block device size/);
-  });
-
-  it('is opened exclusively (a second open fails with ERR_CONFIG / EBUSY)', async () => {
-    const l = await makeLoop(8 * MiB);
-    await openVol({ path: l.dev });
-    await expectConfigError(RawVolume.open({ path: l.dev }), /in use/);
-  });
-
-  it('zero and trim reach the backing file (du drops), unaligned edges included', async () => {
-    const l = await makeLoop(32 * MiB);
-    const v = await openVol({ path: l.dev });
-    await v.write(fill(16 * MiB, 0x33), 0, NO_FUA);
-    await v.flush();
-    const full = await allocated(l.file);
-    expect(full).toBeGreaterThanOrEqual(16 * MiB);
-    await v.trim(0, 4 * MiB, NO_FUA);
-    await v.zero(4 * MiB - 100, 4 * MiB + 200, { fua: true, mayTrim: true, fast: false });
-    await v.zero(12 * MiB + 1, 1000, { fua: false, mayTrim: false, fast: false });
-    await v.flush();
-    expect(await allocated(l.file)).toBeLessThan(full - 3 * MiB);
-    const b = Buffer.alloc(16 * MiB);
-    await v.read(b, 0);
-    // trimmed range: zeros or old data (loop discard punches holes: zeros)
-    expect(b.subarray(4 * MiB - 100, 8 * MiB + 100).every((x) => x === 0)).toBe(true);
-    expect(b.subarray(8 * MiB + 100, 12 * MiB + 1).every((x) => x === 0x33)).toBe(true);
-    expect(b.subarray(12 * MiB + 1, 12 * MiB + 1001).every((x) => x === 0)).toBe(true);
-    expect(b.subarray(12 * MiB + 1001).every((x) => x === 0x33)).toBe(true);
-  });
-});
-
-if (loopProbe) {
-  const paths = new WeakMap<object, string>();
-  blockDeviceCompliance('RawVolume (loop block device)', {
-    async create(size) {
-      const l = await makeLoop(size);
-      const v = await RawVolume.open({ path: l.dev });
-      paths.set(v, l.dev);
-      return v;
-    },
-    async reopen(device, { readOnly }) {
-      const dev = paths.get(device)!;
-      const v = await RawVolume.open({ path: dev, readOnly });
-      paths.set(v, dev);
-      return v;
-    },
-  }, { size: 48 * MiB });
-}

@@ -1,7 +1,6 @@
 // Shared test helpers: seeds (SIM_SEED replays one), temp dirs, a byte model.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { rmSync } from 'node:fs';
+import { tempDir as registeredTempDir } from '../harness/cleanup.js';
 
 /**
  * Seeds for a seeded test: SIM_SEED=<n> runs only that seed; otherwise
@@ -24,7 +23,7 @@ export async function withSeed<T>(seed: number, fn: () => Promise<T>): Promise<T
 }
 
 export function tempDir(prefix: string): { dir: string; cleanup: () => void } {
-  const dir = mkdtempSync(join(tmpdir(), `blockgate-${prefix}-`));
+  const dir = registeredTempDir(`blockgate-${prefix}-`);
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 

@@ -4,65 +4,48 @@
 // and checks that every record <= the last printed synced seq is there with
 // exact content, that seqs are contiguous (nothing after a gap), then
 // releases and goes again. SIM_SEED replays one run's schedule.
-import { spawn } from 'node:child_process';
-import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { build } from 'rolldown';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { WriteLog } from '../../src/write-log/write-log.js';
-import { recordFor, KILL_VOLUME } from './kill-records.js';
+import { repoRoot, start } from '../harness/process.js';
+import { recordFor, KILL_VOLUME } from './kill-records.mjs';
 import { seeds, tempDir, withSeed } from './helpers.js';
 import { rng32, randInt } from './sim-disk.js';
 
-const here = fileURLToPath(new URL('.', import.meta.url));
-let work: { dir: string; cleanup: () => void };
-let childJs: string;
+// The child runs with node itself over the built write log (dist/): no bundler, the real native addon.
+const childJs = join(fileURLToPath(new URL('.', import.meta.url)), 'kill-child.mjs');
 
-beforeAll(async () => {
-  work = tempDir('wlog-kill');
-  childJs = join(work.dir, 'kill-child.mjs');
-  const crcPath = createRequire(import.meta.url).resolve('@node-rs/crc32');
-  await build({
-    input: join(here, 'kill-child.ts'),
-    platform: 'node',
-    external: [/^node:/],
-    plugins: [{ name: 'native-external', resolveId: (id: string) => (id === '@node-rs/crc32' ? { id: crcPath, external: true } : null) }],
-    output: { file: childJs, format: 'esm' },
-    logLevel: 'silent',
-  });
+beforeAll(() => {
+  const built = join(repoRoot, 'dist', 'write-log', 'write-log.js');
+  if (!existsSync(built)) throw new Error(`${built} is missing: run 'npm run build'`);
 });
-afterAll(() => work?.cleanup());
 
-interface ChildRun { synced: number; ready: number; exit: string }
+interface ChildRun { synced: number; ready: number; native: boolean; exit: string }
 
-function runChild(dir: string, seed: number, killAfterMs: number): Promise<ChildRun> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [childJs, dir, String(seed), '200000'], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    let timer: NodeJS.Timeout | undefined;
-    const hardStop = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    child.stdout.on('data', (chunk: Buffer) => {
-      out += chunk.toString();
-      if (!timer && out.includes('ready ')) timer = setTimeout(() => child.kill('SIGKILL'), killAfterMs);
-    });
-    child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
-    child.on('error', reject);
-    child.on('exit', (code, signal) => {
-      clearTimeout(hardStop);
-      if (timer) clearTimeout(timer);
-      if (signal !== 'SIGKILL' && code !== 0) return reject(new Error(`child exited ${code}: ${err}`));
-      let synced = 0;
-      let ready = -1;
-      for (const line of out.split('\n')) {
-        const m = /^(synced|ready) (\d+)$/.exec(line);
-        if (m?.[1] === 'synced') synced = Math.max(synced, Number(m[2]));
-        if (m?.[1] === 'ready') ready = Number(m[2]);
-      }
-      resolve({ synced, ready, exit: signal ?? String(code) });
-    });
+/** Runs the child and SIGKILLs it `killAfterMs` after it said ready (a seeded crash point, not a wait). */
+async function runChild(dir: string, seed: number, killAfterMs: number): Promise<ChildRun> {
+  const child = start(process.execPath, [childJs, dir, String(seed), '200000']);
+  let timer: NodeJS.Timeout | undefined;
+  const hardStop = setTimeout(() => child.process.kill('SIGKILL'), 20_000);
+  const stopWatching = child.onData(() => {
+    if (!timer && child.stdout().includes('ready ')) timer = setTimeout(() => child.process.kill('SIGKILL'), killAfterMs);
   });
+  const r = await child.exited;
+  stopWatching();
+  clearTimeout(hardStop);
+  if (timer) clearTimeout(timer);
+  if (r.signal !== 'SIGKILL' && r.code !== 0) throw new Error(`child exited ${r.code}: ${r.stderr}`);
+  let synced = 0;
+  let ready = -1;
+  let native = false;
+  for (const line of r.stdout.split('\n')) {
+    const m = /^(synced|ready) (\d+)(?: (native|no-native))?$/.exec(line);
+    if (m?.[1] === 'synced') synced = Math.max(synced, Number(m[2]));
+    if (m?.[1] === 'ready') { ready = Number(m[2]); native = m[3] === 'native'; }
+  }
+  return { synced, ready, native, exit: r.signal ?? String(r.code) };
 }
 
 describe('SIGKILL during appends (real file system)', () => {
@@ -78,6 +61,7 @@ describe('SIGKILL during appends (real file system)', () => {
           for (let cycle = 0; cycle < cycles; cycle++) {
             const run = await runChild(dir, randInt(rng, 1, 2 ** 31), randInt(rng, 20, 300));
             expect(run.exit).toBe('SIGKILL');
+            expect(run.native, 'the child loaded the native addon').toBe(true);
             maxSynced = Math.max(maxSynced, run.synced);
             const wl = await WriteLog.open(dir, { capacityBytes: 1 << 30, segmentBytes: 1 << 20, volumeId: KILL_VOLUME });
             try {
@@ -105,6 +89,7 @@ describe('SIGKILL during appends (real file system)', () => {
           }
           expect(maxSynced).toBeGreaterThan(0);
           expect(totalChecked).toBeGreaterThan(100);
+          process.stdout.write(`write-log kill test (seed ${seed}): ${cycles} SIGKILLs, ${totalChecked} replayed records checked, newest synced seq ${maxSynced}\n`);
         } finally {
           cleanup();
         }

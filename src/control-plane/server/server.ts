@@ -282,6 +282,7 @@ export class ControlServer implements ControlServerHandle {
   // ---- long-poll ----
 
   private async longPoll(gatewayId: string, holdMs: number, req: http.IncomingMessage, res: http.ServerResponse): Promise<DeliveredCommand[]> {
+    this.logger.debug('long poll', { gatewayId, holdMs });
     await this.store.markConnected(gatewayId, this.url, Date.now());
     const deadline = Date.now() + holdMs;
     let gone = false;

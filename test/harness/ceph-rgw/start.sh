@@ -11,7 +11,7 @@
 # Needs (root): apt-get install -y --no-install-recommends ceph-mon ceph-osd radosgw curl
 #
 # Env knobs (all optional):
-#   CEPH_RGW_DIR   working dir (default: mktemp -d /tmp/blockgate-rgw.XXXXXX); must be empty
+#   CEPH_RGW_DIR   working dir (default: mktemp -d $TMPDIR/blockgate-rgw.XXXXXX); must be empty
 #   RGW_PORT       S3 port (default 7480)
 #   MON_PORT       mon msgr2 port (default 40300)
 #   OSD_PORT_MIN   first port for osd/rgw messengers (default 40400; range +100)
@@ -56,7 +56,7 @@ for p in "$RGW_PORT" "$MON_PORT"; do
   if port_busy "$p"; then echo "port $p is already in use (set RGW_PORT/MON_PORT)" >&2; exit 3; fi
 done
 
-DIR=${CEPH_RGW_DIR:-$(mktemp -d /tmp/blockgate-rgw.XXXXXX)}
+DIR=${CEPH_RGW_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/blockgate-rgw.XXXXXX")}
 mkdir -p "$DIR"
 if [ -n "$(ls -A "$DIR")" ]; then echo "$DIR is not empty (stop.sh it and remove it first)" >&2; exit 1; fi
 DIR=$(cd "$DIR" && pwd)

@@ -2,7 +2,7 @@
 # Stop a cluster started by start.sh. Only the PIDs recorded in DIR/pids are
 # signalled, and only if their command line names DIR/ceph.conf (guard against
 # PID reuse). The data is throw-away, so every daemon gets KILL at once
-# (instant); DIR is then removed if it is under /tmp or /var/tmp.
+# (instant); DIR is then removed if it is under /tmp, /var/tmp or $TMPDIR.
 # KEEP=1: graceful TERM (rgw first, then osd, then mon; KILL after 10 s) and
 # DIR is kept for inspection.
 # Usage: stop.sh DIR
@@ -44,8 +44,9 @@ if [ -f "$DIR/watchdog.pid" ]; then
 fi
 
 if [ "${KEEP:-0}" != 1 ]; then
+  tmp=${TMPDIR:-/tmp}; tmp=${tmp%/}
   case "$DIR" in
-    /tmp/?*|/var/tmp/?*) rm -rf "$DIR" ;;
+    /tmp/?*|/var/tmp/?*|"$tmp"/?*) rm -rf "$DIR" ;;
     *) echo "not removing $DIR (outside /tmp); remove it yourself" >&2 ;;
   esac
 fi

@@ -10,8 +10,9 @@
 // of the whole process group here), and the guest reaches nothing on the host
 // but 127.0.0.1:port.
 import { spawn, spawnSync } from 'node:child_process';
-import { accessSync, constants, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { accessSync, constants, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { atFileEnd, tempDir } from '../cleanup.js';
+import { isCI } from '../prereq.js';
 import { delimiter, join, resolve } from 'node:path';
 
 export const vmHarnessDir = import.meta.dirname;
@@ -95,10 +96,7 @@ export function vmSkipReason(extra: string[] = []): string | undefined {
   return msg;
 }
 
-export function isCI(): boolean {
-  const ci = process.env.CI;
-  return ci !== undefined && ci !== '' && ci !== '0' && ci.toLowerCase() !== 'false';
-}
+export { isCI };
 
 /** Builds (or reuses) the cached guest initramfs; returns its path. */
 export function buildInitramfs(env: Record<string, string> = {}): string {
@@ -117,7 +115,7 @@ function withSbin(): string {
 /** Boots a VM, runs the guest script against 127.0.0.1:port, and resolves when it powers off. */
 export async function runGuest(opts: RunGuestOptions): Promise<GuestResult> {
   const timeoutMs = opts.timeoutMs ?? 180_000;
-  const tmp = mkdtempSync(join(tmpdir(), 'blockgate-vm-'));
+  const tmp = tempDir('blockgate-vm-');
   let script = opts.script;
   if (script === undefined) {
     if (opts.scriptText === undefined) throw new Error('runGuest: give script or scriptText');
@@ -155,6 +153,7 @@ export async function runGuest(opts: RunGuestOptions): Promise<GuestResult> {
   // run-guest.sh kills qemu itself at the timeout (+10 s for a stuck qemu);
   // this is the backstop for anything else in the group.
   const killGroup = (): void => { try { process.kill(-child.pid!, 'SIGKILL'); } catch { /* gone */ } };
+  const forget = atFileEnd(killGroup); // a test that times out still leaves no qemu behind
   const hardKill = setTimeout(() => { log += `vm: harness hard-killed after ${timeoutMs + 30_000} ms\n`; killGroup(); }, timeoutMs + 30_000);
   const code = await new Promise<number>((res) => {
     child.once('close', (c, sig) => res(c ?? (sig ? 128 + 9 : 1)));
@@ -162,6 +161,7 @@ export async function runGuest(opts: RunGuestOptions): Promise<GuestResult> {
   });
   clearTimeout(hardKill);
   killGroup();
+  forget();
   try { consoleOut = readFileSync(consoleLog, 'utf8'); } catch { /* qemu never started: keep the stream */ }
   rmSync(tmp, { recursive: true, force: true });
   const status = /^GUEST-EXIT=(\d+)$/m.exec(consoleOut.replace(/\r/g, ''));

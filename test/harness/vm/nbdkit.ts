@@ -3,9 +3,9 @@
 // nbdkit writes its pidfile only once it listens; a taken port makes it exit,
 // and another port is tried.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { tempDir, trackChild } from '../cleanup.js';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export interface NbdkitHandle {
@@ -28,7 +28,7 @@ async function freePort(): Promise<number> {
 
 /** Starts `nbdkit -e EXPORT PLUGIN ARGS...` on 127.0.0.1. */
 export async function startNbdkit(exportName: string, pluginArgs: string[]): Promise<NbdkitHandle> {
-  const dir = mkdtempSync(join(tmpdir(), 'blockgate-nbdkit-'));
+  const dir = tempDir('blockgate-nbdkit-');
   const pidfile = join(dir, 'nbdkit.pid');
   let lastOut = '';
   for (let attempt = 0; attempt < 10; attempt++) {
@@ -37,6 +37,7 @@ export async function startNbdkit(exportName: string, pluginArgs: string[]): Pro
     const child = spawn('nbdkit', ['-f', '--exit-with-parent', '-i', '127.0.0.1', '-p', String(port), '-P', pidfile, '-e', exportName, ...pluginArgs], {
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    trackChild(child);
     let out = '';
     child.stdout.on('data', (b: Buffer) => { out += b.toString(); });
     child.stderr.on('data', (b: Buffer) => { out += b.toString(); });
