@@ -14,6 +14,8 @@
 # Ends with the plain line "N passed, N failed" (errors outside tests, such as
 # a test file that fails to load, count as failures) and exits non-zero on any
 # failure or when no test ran. BLOCKGATE_SKIP_DEPS=1 skips step 1.
+# `npm run test:unit` is this script with BLOCKGATE_TEST_TIER=unit: no Debian
+# peers, no Ceph, no root, no VM (vitest.unit.config.ts), same Node and line.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 
@@ -44,7 +46,9 @@ done
 export PATH
 
 # 1. Debian peers.
-if [ "${BLOCKGATE_SKIP_DEPS:-0}" != 1 ]; then
+tier=${BLOCKGATE_TEST_TIER:-all}
+case "$tier" in all) vitest_config=vitest.config.ts ;; unit) vitest_config=vitest.unit.config.ts ;; *) abort "BLOCKGATE_TEST_TIER must be all or unit, not '$tier'" ;; esac
+if [ "${BLOCKGATE_SKIP_DEPS:-0}" != 1 ] && [ "$tier" = all ]; then
     if [ "$(id -u)" = 0 ] || sudo -n true 2>/dev/null; then
         if ! bash scripts/install-deps.sh; then
             $ci && abort "installing Debian peers failed (scripts/install-deps.sh)"
@@ -91,7 +95,7 @@ if [ -n "$exit_trap" ]; then
 else
     trap 'rm -rf "$testtmp"' EXIT
 fi
-TMPDIR="$testtmp" node_modules/.bin/vitest run --reporter=default --reporter=json --outputFile="$json" "$@" < /dev/null
+TMPDIR="$testtmp" node_modules/.bin/vitest run --config "$vitest_config" --reporter=default --reporter=json --outputFile="$json" "$@" < /dev/null
 rc=$?
 read -r passed failed < <(node -e '
   let r;
