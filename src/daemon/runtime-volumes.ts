@@ -8,11 +8,13 @@
 // could not be created.
 import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { writeFileAtomic } from '../util/atomic-file.js';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { z } from 'zod';
 import { BlockgateError, ErrorCodes, errorMessage } from '../errors.js';
 import type { TlsPolicy } from '../nbd/export.js';
 import { parseWith } from '../config/fields.js';
-import { runtimeVolumeSchema } from '../config/volumes.js';
+import { rawVolumeSchema, runtimeVolumeSchema, storedVolumeSchema, withTls } from '../config/volumes.js';
+import { formatDuration } from '../util/duration.js';
 import type { RawVolumeConfig, StoredVolumeConfig } from './config.js';
 
 export type RuntimeVolumeConfig = RawVolumeConfig | StoredVolumeConfig;
@@ -36,15 +38,33 @@ export function saveRuntimeVolume(dataDir: string, cfg: RuntimeVolumeConfig): vo
   writeFileAtomic(join(d, `${cfg.name}.json`), JSON.stringify(cfg, null, 2) + '\n');
 }
 
+/**
+ * A persisted file as a `volumes:` entry of the YAML (durations written back
+ * in the common grammar), so a reloaded volume passes the YAML's schema too.
+ */
+function asConfigEntry(saved: Record<string, unknown>): Record<string, unknown> {
+  if (saved.mode !== 'stored') return saved;
+  const { readOnly: _readOnly, uploadIntervalMs, snapshots, ...rest } = saved;
+  const sn = snapshots as { intervalMs?: unknown; keep?: unknown } | undefined;
+  return {
+    ...rest,
+    ...(typeof uploadIntervalMs === 'number' ? { uploadInterval: formatDuration(uploadIntervalMs) } : {}),
+    ...(sn ? { snapshots: { interval: typeof sn.intervalMs === 'number' ? formatDuration(sn.intervalMs) : sn.intervalMs, ...(sn.keep !== undefined ? { keep: sn.keep } : {}) } } : {}),
+  };
+}
+
 export function loadRuntimeVolumes(dataDir: string): RuntimeVolumeConfig[] {
   const d = dir(dataDir);
   if (!existsSync(d)) return [];
+  const schema = z.discriminatedUnion('mode', [rawVolumeSchema((p) => resolve(dataDir, p)), storedVolumeSchema((p) => resolve(dataDir, p))], {
+    error: (iss) => (iss.code === 'invalid_union' ? 'must be raw or stored' : undefined),
+  });
   return readdirSync(d).filter((f) => f.endsWith('.json')).sort().map((f) => {
     const path = join(d, f);
     try {
-      const cfg = JSON.parse(readFileSync(path, 'utf8')) as RuntimeVolumeConfig;
-      if ((cfg.mode !== 'raw' && cfg.mode !== 'stored') || typeof cfg.name !== 'string' || typeof cfg.disk !== 'string') throw new Error('not a raw or stored volume');
-      return cfg;
+      const saved: unknown = JSON.parse(readFileSync(path, 'utf8'));
+      const entry = saved !== null && typeof saved === 'object' && !Array.isArray(saved) ? asConfigEntry(saved as Record<string, unknown>) : saved;
+      return withTls(parseWith(schema, entry, { code: ErrorCodes.CONFIG }), 'off') as RuntimeVolumeConfig;
     } catch (err) {
       throw new BlockgateError(ErrorCodes.CONFIG, `run-time volume file ${path} is invalid: ${errorMessage(err)}`);
     }

@@ -4,7 +4,10 @@
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes } from '../../src/errors.js';
 import { parseConfig } from '../../src/daemon/config.js';
-import { runtimeVolumeConfig } from '../../src/daemon/runtime-volumes.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadRuntimeVolumes, runtimeVolumeConfig, saveRuntimeVolume } from '../../src/daemon/runtime-volumes.js';
 import { cachedVolumeFromJson, cachedVolumeToJson, type CachedVolumeConfig } from '../../src/volumes/cached/config.js';
 import { applyTuning, DEFAULT_TUNING, tuning } from '../../src/config/tuning.js';
 import { validateCommand } from '../../src/control-plane/agent/handler.js';
@@ -258,5 +261,30 @@ describe('control server config', () => {
       return;
     }
     throw new Error('expected a CONFIG error');
+  });
+});
+
+describe('persisted run-time volumes are reloaded through the YAML schema', () => {
+  it('round-trips what saveRuntimeVolume wrote, and refuses a file the YAML would refuse, naming file and key', () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'bg-rtv-'));
+    try {
+      const cfgs = [
+        runtimeVolumeConfig({ name: 'r', mode: 'raw', size: '1MiB', description: 'raw one' }, dataDir, 'off'),
+        runtimeVolumeConfig({ name: 's', mode: 'stored', size: '1GiB', blockSize: '1MiB', snapshots: { interval: '1d', keep: 3 }, uploadInterval: '1500ms' }, dataDir, 'on'),
+        runtimeVolumeConfig({ name: 't', mode: 'stored', fromSnapshot: 'vsnap-00ff' }, dataDir, 'off'),
+      ];
+      for (const c of cfgs) saveRuntimeVolume(dataDir, c);
+      expect(loadRuntimeVolumes(dataDir)).toEqual(cfgs);
+
+      const file = join(dataDir, 'runtime-volumes', 's.json');
+      writeFileSync(file, JSON.stringify({ ...cfgs[1], blockSize: 3 * 1024 * 1024 }));
+      expect(() => loadRuntimeVolumes(dataDir)).toThrow(`run-time volume file ${file} is invalid: blockSize: must be a power of two between 64 KiB and 4 MiB (got 3145728)`);
+      writeFileSync(file, '{"name": "s", "mode": "tape"}');
+      expect(() => loadRuntimeVolumes(dataDir)).toThrow('mode: must be raw or stored');
+      writeFileSync(file, 'not json');
+      expect(() => loadRuntimeVolumes(dataDir)).toThrow(`run-time volume file ${file} is invalid:`);
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
   });
 });
