@@ -364,6 +364,7 @@ describe('fuzz', () => {
           }
         }
         // Sometimes linger so the server reacts while we are connected; sometimes half-close.
+        // (Seeded jitter that varies the interleaving, not a wait for an event.)
         const end = int(3);
         if (end === 0) await sleep(int(20));
         else if (end === 1) c.socket.end();
