@@ -75,9 +75,9 @@ export class FastHistogram {
       let cumulative = 0;
       for (let i = 0; i < this.bucketsSeconds.length; i++) {
         cumulative += c.counts[i]!;
-        values.push({ value: cumulative, labels: { ...c.labels, le: this.bucketsSeconds[i]! }, metricName: `${this.name}_bucket` });
+        values.push({ value: cumulative, labels: { le: this.bucketsSeconds[i]!, ...c.labels }, metricName: `${this.name}_bucket` });
       }
-      values.push({ value: c.count, labels: { ...c.labels, le: '+Inf' }, metricName: `${this.name}_bucket` });
+      values.push({ value: c.count, labels: { le: '+Inf', ...c.labels }, metricName: `${this.name}_bucket` });
       values.push({ value: c.sumMs / 1000, labels: { ...c.labels }, metricName: `${this.name}_sum` });
       values.push({ value: c.count, labels: { ...c.labels }, metricName: `${this.name}_count` });
     }

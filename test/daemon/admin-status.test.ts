@@ -1,7 +1,7 @@
 // The daemon's admin API, `blockgate status` and Prometheus metrics, driven
 // through the real binary and a real NBD client.
 import { execFile } from 'node:child_process';
-import { chmodSync, statSync } from 'node:fs';
+import { chmodSync, rmSync, statSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { blockgateBin, startDaemon, tempDir, type DaemonHandle } from '../harness/daemon.js';
@@ -20,10 +20,11 @@ async function freePort(): Promise<number> {
 
 describe('admin API, status and metrics', () => {
   let d: DaemonHandle;
+  let dir: string;
   let metricsPort: number;
 
   beforeAll(async () => {
-    const dir = tempDir();
+    dir = tempDir();
     chmodSync(dir, 0o755); // let another user reach the socket file, so only its own mode protects it
     metricsPort = await freePort();
     d = await startDaemon({
@@ -39,6 +40,7 @@ describe('admin API, status and metrics', () => {
 
   afterAll(async () => {
     await d?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   it('creates the admin socket root-only (mode 0600)', () => {
