@@ -13,6 +13,7 @@ import type { Logger } from '../../log.js';
 import type { AdminRoute } from '../../daemon/admin-api.js';
 import type { StoreConfig, StoredVolumeConfig } from '../../daemon/config.js';
 import type { MetricFamily } from '../../daemon/metrics.js';
+import { FaultInjectingObjectStore, TEST_FAULTS_ENV, faultOptionsFromEnv } from '../../object-store/fault.js';
 import { openObjectStore } from '../../object-store/open.js';
 import type { ObjectStore } from '../../object-store/object-store.js';
 import { SnapshotStore } from '../../snapshots/index.js';
@@ -23,8 +24,13 @@ import { StoredVolume, type StoredVolumeDetails } from './stored-volume.js';
 
 export type StoredVolumeStatus = StoredVolumeDetails & UploadStatusFields;
 
+/**
+ * The daemon's store. Tests may set BLOCKGATE_TEST_FAULTS (fault.ts) to wrap
+ * it in injected faults or latency; a warning says so in the log.
+ */
 export async function openStore(cfg: StoreConfig, logger: Logger): Promise<ObjectStore> {
-  return openObjectStore(cfg.url, {
+  const faults = faultOptionsFromEnv();
+  const store = await openObjectStore(cfg.url, {
     ...(cfg.endpoint !== undefined ? { endpoint: cfg.endpoint } : {}),
     ...(cfg.region !== undefined ? { region: cfg.region } : {}),
     ...(cfg.accessKeyId !== undefined ? { accessKeyId: cfg.accessKeyId } : {}),
@@ -32,6 +38,9 @@ export async function openStore(cfg: StoreConfig, logger: Logger): Promise<Objec
     ...(cfg.pathStyle !== undefined ? { forcePathStyle: cfg.pathStyle } : {}),
     logger,
   });
+  if (!faults) return store;
+  logger.warn(`${TEST_FAULTS_ENV} is set: the object store injects test faults`, { rules: faults.rules?.length ?? 0 });
+  return new FaultInjectingObjectStore(store, faults);
 }
 
 export class StoredRuntime {
