@@ -1,19 +1,23 @@
 // Lazy restore under writes, through the real daemon. A stored volume is
 // re-created from a snapshot (restoreFrom) on a store made slow on purpose
-// (BLOCKGATE_TEST_FAULTS: every block read takes 400 ms more), so the
+// (BLOCKGATE_TEST_FAULTS: block reads +400 ms, block uploads +3 s), so the
 // background fill is still far from the end when an NBD client writes new
 // data into blocks that are not restored yet: partial blocks, a whole block,
 // an unaligned write across two blocks, WRITE_ZEROES, TRIM, FUA. Each write
 // is proven to hit unrestored blocks (the restore's on-demand fetch count
 // grows by exactly the blocks it touches: that counter only counts blocks
-// neither restored nor being fetched). The daemon is SIGKILLed mid-fill and
-// restarted: the fill resumes and completes, the written ranges hold the new
-// data, every other byte the snapshot's, on the NBD export, on the disk and
-// in a snapshot taken afterwards.
+// neither restored nor being fetched). The daemon is SIGKILLed mid-fill,
+// right after the last write (before the restore bitmap records its block),
+// and restarted: read at once, while the log still holds the writes, every
+// written block shows them (a block the bitmap lacks is fetched again as the
+// snapshot overlaid with the log); the fill resumes and completes; the
+// written ranges hold the new data, every other byte the snapshot's, on the
+// NBD export, on the disk and in a snapshot taken afterwards.
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { adminRequest } from '../../src/daemon/admin-api.js';
+import { RestoreBitmap } from '../../src/restore/bitmap.js';
 import { blockgateBin, startDaemon, tempDir, type DaemonHandle } from '../harness/daemon.js';
 import { randomFile, requireTools, runOk, sha256, sha256File } from '../harness/nbd-tools.js';
 import { until } from '../harness/until.js';
@@ -24,7 +28,9 @@ const SIZE = 16 * MiB;
 const BS = 64 * 1024;
 const BLOCKS = SIZE / BS;
 const FLAG_FUA = 1;
-const SLOW_BLOCKS = JSON.stringify({ rules: [{ ops: ['get'], keyPrefix: 'blocks/', action: 'delay', latencyMs: 400 }] });
+const SLOW_READS = { ops: ['get'], keyPrefix: 'blocks/', action: 'delay', latencyMs: 400 };
+/** After the restart block uploads are slow too: the written blocks are read (fetched again) before a new root holds them. */
+const SLOW_WRITES = { ops: ['put'], keyPrefix: 'blocks/', action: 'delay', latencyMs: 3000 };
 
 interface RestoreProgress { restoredBlocks: number; totalBlocks: number; fetchedBlocks: number; onDemandFetches: number; complete: boolean; lastError: string | null }
 
@@ -80,8 +86,7 @@ describe('stored volume: lazy restore under writes', () => {
 
     // A new disk restored lazily from it, on a slow store.
     const cfg = volume('lz2.img', 'lz2-log', { restoreFrom: g.id });
-    const env = { BLOCKGATE_TEST_FAULTS: SLOW_BLOCKS };
-    const d2 = await startDaemon(cfg, { dir, env });
+    const d2 = await startDaemon(cfg, { dir, env: { BLOCKGATE_TEST_FAULTS: JSON.stringify({ rules: [SLOW_READS, SLOW_WRITES] }) } });
     daemons.push(d2);
     expect(d2.output()).toMatch(/BLOCKGATE_TEST_FAULTS is set/);
     const expected = readFileSync(src);
@@ -98,7 +103,8 @@ describe('stored volume: lazy restore under writes', () => {
       { what: 'FUA, 1000 bytes inside block 250', offset: 250 * BS + 100, length: 1000, kind: 'write', flags: FLAG_FUA },
     ];
     let cookie = 1n;
-    for (const [i, w] of writes.entries()) {
+    const write = async (i: number): Promise<void> => {
+      const w = writes[i]!;
       const first = Math.floor(w.offset / BS);
       const last = Math.floor((w.offset + w.length - 1) / BS);
       const before = await progress(d2);
@@ -111,27 +117,47 @@ describe('stored volume: lazy restore under writes', () => {
       data.copy(expected, w.offset);
       const after = await progress(d2);
       expect(after.onDemandFetches - before.onDemandFetches, `${w.what}: each touched block was fetched on demand (so was not restored, nor being fetched, at the write)`).toBe(last - first + 1);
-    }
+    };
+    for (let i = 0; i < writes.length - 1; i++) await write(i);
     await request(c, cookie++, CMD.FLUSH, 0);
     // Read back at once: the written blocks (new data around snapshot data) over the same connection.
-    for (const w of writes) {
+    for (const w of writes.slice(0, -1)) {
       const off = Math.floor(w.offset / BS) * BS;
       const len = (Math.floor((w.offset + w.length - 1) / BS) + 1) * BS - off;
       const got = (await request(c, cookie++, CMD.READ, off, { length: len }))!;
       expect(got.equals(expected.subarray(off, off + len)), `${w.what}: read back before the kill`).toBe(true);
     }
-    c.destroy();
     const mid = await progress(d2);
     expect(mid.complete, 'the fill finished before the kill: the store is not slow enough').toBe(false);
     expect(mid.restoredBlocks).toBeLessThan(BLOCKS);
+    // The last write (FUA) and the kill right after it: the restore bitmap (persisted every 2 s and
+    // at each root commit) most likely does not have its block yet, so the restarted daemon fetches
+    // that block again and must overlay the write log on the snapshot's block.
+    await write(writes.length - 1);
     await d2.kill();
+    c.destroy();
+    const persisted = RestoreBitmap.load(join(dir, 'lz2-log', 'restore.bitmap'), BLOCKS);
+    const refetched = [...new Set(writes.flatMap((w) => [Math.floor(w.offset / BS), Math.floor((w.offset + w.length - 1) / BS)]))].filter((b) => !persisted?.has(b));
+    process.stdout.write(`lazy restore: killed with ${persisted?.restored ?? 0}/${BLOCKS} blocks in the persisted bitmap; written blocks the restart fetches again: ${refetched.join(', ') || 'none'}\n`);
 
     // Restart mid-fill (still slow): the restore resumes from its persisted bitmap and completes.
-    const d3 = await startDaemon(cfg, { dir, env });
+    const d3 = await startDaemon(cfg, { dir, env: { BLOCKGATE_TEST_FAULTS: JSON.stringify({ rules: [SLOW_READS, SLOW_WRITES] }) } });
     daemons.push(d3);
     const resumed = await progress(d3);
     expect(resumed.complete, 'the restore resumed after the restart').toBe(false);
     expect(resumed.totalBlocks).toBe(BLOCKS);
+    // At once, while the write log still holds the writes (their upload is slow): blocks the bitmap
+    // lacks are fetched again as the snapshot's block overlaid with the log.
+    const c3 = await RawClient.connect({ port: d3.port });
+    await c3.start();
+    await c3.go('lz');
+    for (const w of writes) {
+      const off = Math.floor(w.offset / BS) * BS;
+      const len = (Math.floor((w.offset + w.length - 1) / BS) + 1) * BS - off;
+      const got = (await request(c3, cookie++, CMD.READ, off, { length: len }))!;
+      expect(got.equals(expected.subarray(off, off + len)), `${w.what}: read back at once after the restart`).toBe(true);
+    }
+    c3.destroy();
     await until(async () => (await progress(d3)).complete, 120_000, 'the lazy restore to complete after the restart');
     const done = await progress(d3);
     expect(done).toMatchObject({ restoredBlocks: BLOCKS, totalBlocks: BLOCKS, lastError: null });
