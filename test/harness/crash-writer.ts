@@ -109,6 +109,27 @@ lines.append('DONE %d' % n)
 sys.stdout.write('\\n'.join(lines) + '\\n')
 `;
 
+const FILL_PY = `
+import sys, nbd
+${UNIT_PY}
+uri, size, base = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+h = nbd.NBD()
+h.connect_uri(uri)
+CHUNK = 1 << 20
+for off in range(0, size, CHUNK):
+    n = min(CHUNK, size - off) // UNIT
+    h.pwrite(b''.join(unit(off // UNIT + k, base + off // UNIT + k) for k in range(n)), off)
+h.flush()
+print('FILLED %d' % (size // UNIT))
+`;
+
+/** Writes every unit u as version base+u and flushes; resolves the contents (base+u per unit). */
+export async function fillUnits(uri: string, size: number, base: number): Promise<Content[]> {
+  const r = await run(SYSTEM_PYTHON, ['-c', FILL_PY, uri, String(size), String(base)], { timeoutMs: 120_000 });
+  if (r.code !== 0 || r.stdout.trim() !== `FILLED ${size / UNIT}`) throw new Error(`fill failed (exit ${r.code ?? r.signal}): ${r.stdout}${r.stderr.slice(-2000)}`);
+  return Array.from({ length: size / UNIT }, (_, u) => base + u);
+}
+
 export interface WriterParams {
   uri: string;
   seed: number;

@@ -55,6 +55,15 @@ export class UnitModel {
     this.versions = Array.from({ length: units }, () => [{ content: 0, begin: -1, ack: -1, fua: false }]);
   }
 
+  /** Starts over from known contents (e.g. a snapshot the volume is restored from). */
+  setBaseline(contents: readonly Content[]): void {
+    if (contents.length !== this.units) throw new Error(`baseline has ${contents.length} units, the model ${this.units}`);
+    this.versions = contents.map((content) => [{ content, begin: -1, ack: -1, fua: false }]);
+    this.ops.clear();
+    this.flushBegins.clear();
+    this.lastFlushBegin = -1;
+  }
+
   /** An operation was sent (or about to be) at position `at`. */
   began(at: number, op: number, kind: OpKind, first: number, count: number, fua: boolean): void {
     if (kind === 'F') {
@@ -115,10 +124,7 @@ export class UnitModel {
       if (allowed.some((v) => v.content === got && v.begin > newest && !this.durable(v))) stats.newerThanDurable++;
       if (got !== vs[0]!.content) stats.changed++;
     }
-    this.versions = observed.map((content) => [{ content, begin: -1, ack: -1, fua: false }]);
-    this.ops.clear();
-    this.flushBegins.clear();
-    this.lastFlushBegin = -1;
+    this.setBaseline(observed);
     return { failures, stats };
   }
 }

@@ -13,6 +13,11 @@
 // snapshot overlaid with the log); the fill resumes and completes; the
 // written ranges hold the new data, every other byte the snapshot's, on the
 // NBD export, on the disk and in a snapshot taken afterwards.
+// Then three rounds of a fresh lazy restore written by three connections at
+// once (WRITE/FUA/WRITE_ZEROES/TRIM/FLUSH, test/harness/crash-writer.ts),
+// SIGKILLed mid-fill after a seeded number of operations (BLOCKGATE_TEST_SEED
+// replays), restarted: every unit keeps the crash contract over the
+// snapshot's contents (test/harness/unit-model.ts), and the fill completes.
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,6 +25,9 @@ import { adminRequest } from '../../src/daemon/admin-api.js';
 import { RestoreBitmap } from '../../src/restore/bitmap.js';
 import { blockgateBin, startDaemon, tempDir, type DaemonHandle } from '../harness/daemon.js';
 import { randomFile, requireTools, runOk, sha256, sha256File } from '../harness/nbd-tools.js';
+import { fillUnits, readUnits, startWriter, UNIT } from '../harness/crash-writer.js';
+import { mulberry32, testSeed } from '../harness/prng.js';
+import { UnitModel } from '../harness/unit-model.js';
 import { until } from '../harness/until.js';
 import { CMD, RawClient } from '../nbd/raw-client.js';
 
@@ -175,4 +183,67 @@ describe('stored volume: lazy restore under writes', () => {
     await runOk(process.execPath, [blockgateBin, 'snapshot', 'download', g2.members[0]!.snapshot, snapImg, '--store', store], { timeoutMs: 110_000 });
     expect(await sha256File(snapImg), 'the snapshot taken after the restore').toBe(want);
   }, 300_000);
+  it('concurrent writers during a lazy restore, SIGKILLed mid-fill (3 rounds): the crash contract holds over the snapshot', async () => {
+    const seed = testSeed('lazy restore under concurrent writers');
+    const store = join(dir, 'store-k');
+    const volume = (tag: string, extra: Record<string, unknown> = {}): Record<string, unknown> => ({
+      store: { url: store },
+      volumes: [{ name: 'lz', mode: 'stored', size: '16MiB', disk: join(dir, `k${tag}.img`), writeLog: { dir: join(dir, `k${tag}-log`), size: '64MiB' }, blockSize: '64KiB', uploadInterval: '200ms', ...extra }],
+    });
+    // The snapshot: every unit a known version (unit u = version 1_000_000 + u).
+    const d1 = await startDaemon(volume('src'), { dir });
+    daemons.push(d1);
+    const snapshotContents = await fillUnits(d1.uri('lz'), SIZE, 1_000_000);
+    const g = JSON.parse((await runOk(process.execPath, [blockgateBin, 'snapshot', 'create', 'lz', '--admin-socket', d1.adminSocket, '--json', '--timeout', '100s'], { timeoutMs: 110_000 })).stdout) as { id: string; state: string };
+    expect(g.state).toBe('complete');
+    expect(await d1.stop()).toBe(0);
+
+    const env = { BLOCKGATE_TEST_FAULTS: JSON.stringify({ seed, rules: [{ ...SLOW_READS, latencyMs: [100, 300] }, { ...SLOW_WRITES, latencyMs: 1000 }] }) };
+    const model = new UnitModel(SIZE / UNIT);
+    const rnd = mulberry32(seed);
+    let base = 1;
+    let acked = 0;
+    let onDemand = 0;
+    let forced = 0;
+    for (let round = 0; round < 3; round++) {
+      // A fresh disk, lazily restored from the snapshot, written by three connections at once, killed mid-fill.
+      const cfg = volume(String(round), { restoreFrom: g.id });
+      const d = await startDaemon(cfg, { dir, env });
+      daemons.push(d);
+      model.setBaseline(snapshotContents);
+      const w = startWriter({ uri: d.uri('lz'), seed: seed + round, base, units: SIZE / UNIT, hotUnits: 256, maxUnits: 4, threads: 3, flush: 0.08, zero: 0.06, trim: 0.06, fua: 0.1 });
+      try {
+        await w.acked(60 + Math.floor(rnd() * 140));
+      } finally {
+        w.markKill();
+        const p = await progress(d).catch((err: Error) => err);
+        await d.kill();
+        expect(p).not.toBeInstanceOf(Error);
+        const pr = p as RestoreProgress;
+        expect(pr.complete, `round ${round}: the fill finished before the kill`).toBe(false);
+        expect(pr.onDemandFetches, `round ${round}: no write or read had to fetch a block on demand`).toBeGreaterThan(0);
+        onDemand += pr.onDemandFetches;
+      }
+      const res = await w.finish(model);
+      expect(res.failures, `round ${round} (seed ${seed})`).toEqual([]);
+      base = res.nextBase;
+      acked += res.acked;
+      // Restart: the restore resumes; what the volume holds keeps the crash contract over the snapshot.
+      const d2 = await startDaemon(cfg, { dir, env });
+      daemons.push(d2);
+      expect((await progress(d2)).complete, `round ${round}: the restore resumed`).toBe(false);
+      const got = await readUnits(d2.uri('lz'), SIZE);
+      const { failures, stats } = model.check(got.contents);
+      expect(failures.slice(0, 20), `round ${round}: ${failures.length} unit(s) broke the crash contract (seed ${seed})`).toEqual([]);
+      expect(stats.units).toBe(SIZE / UNIT);
+      forced += stats.forced;
+      await until(async () => (await progress(d2)).complete, 120_000, 'the lazy restore to complete after the restart');
+      expect((await readUnits(d2.uri('lz'), SIZE)).sha256, `round ${round}: the volume once the fill completed`).toBe(got.sha256);
+      expect(await d2.stop()).toBe(0);
+      process.stdout.write(`lazy restore under writers, round ${round}: ${res.acked} acknowledged operations (${res.flushesAcked} flushes, ${res.fuaAcked} FUA), ${stats.changed} units changed, ${stats.forced} forced by a durable write\n`);
+    }
+    expect(acked).toBeGreaterThanOrEqual(3 * 60);
+    expect(onDemand).toBeGreaterThan(0);
+    expect(forced, 'no unit was pinned by a durable write').toBeGreaterThan(0);
+  }, 400_000);
 });
