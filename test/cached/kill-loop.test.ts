@@ -88,9 +88,11 @@ async function killLoopTest(name: string, cycles: number, store: (dir: string) =
   log(JSON.stringify(totals));
 }
 
+const CYCLES = Number(process.env.BLOCKGATE_KILL_CYCLES ?? 8);
+
 describe('cached volume: SIGKILL loop', () => {
-  it('filesystem store: every durable write survives 8 SIGKILLs; the last snapshot equals the volume', async () => {
-    await killLoopTest('fs', Number(process.env.BLOCKGATE_KILL_CYCLES ?? 8), async (dir) => ({
+  it(`filesystem store: every durable write survives ${CYCLES} SIGKILLs; the last snapshot equals the volume`, async () => {
+    await killLoopTest('fs', CYCLES, async (dir) => ({
       config: { url: join(dir, 'store') },
       flags: ['--store', join(dir, 'store')],
     }));

@@ -4,8 +4,9 @@
 // uploader shadows the log into the store; the daemon is SIGKILLed after a
 // seeded number of acknowledged operations. After every restart each unit
 // must hold its last durable version or a later acknowledged/begun one
-// (test/harness/unit-model.ts). After the last restart a snapshot taken
-// through the daemon, downloaded offline, equals the disk byte for byte.
+// (test/harness/unit-model.ts). The store is slowed and fails now and then
+// (BLOCKGATE_TEST_FAULTS) while the loop runs. After the last restart a
+// snapshot taken through the daemon, downloaded offline, equals the disk.
 // Seed: BLOCKGATE_TEST_SEED replays a run; cycles: BLOCKGATE_KILL_CYCLES
 // (default 8; bench/stored-kill-loop.sh runs a long one).
 import { rmSync } from 'node:fs';
@@ -39,8 +40,17 @@ describe('stored volume: SIGKILL loop', () => {
       store: { url: join(dir, 'store') },
       volumes: [{ name: 'k', mode: 'stored', size: '16MiB', disk, writeLog: { dir: join(dir, 'k-log'), size: '64MiB' }, blockSize: '64KiB', uploadInterval: '200ms' }],
     };
+    // While the loop runs the store is slow and fails now and then (seeded), so kills also land
+    // mid-upload and after ambiguous puts (landed, reported failed); the last start is fault-free.
+    let starts = 0;
+    const faults = (n: number): string => JSON.stringify({ seed: seed + n, rules: [
+      { ops: ['put'], action: 'delay', latencyMs: [0, 40] },
+      { ops: ['put'], probability: 0.03, action: 'fail-after' },
+      { ops: ['put', 'get'], probability: 0.03, action: 'fail' },
+    ] });
     const start = async (): Promise<DaemonHandle> => {
-      const d = await startDaemon(config, { dir, timeoutMs: 60_000 });
+      const n = starts++;
+      const d = await startDaemon(config, { dir, timeoutMs: 60_000, ...(n < CYCLES ? { env: { BLOCKGATE_TEST_FAULTS: faults(n) } } : {}) });
       daemons.push(d);
       return d;
     };
@@ -59,6 +69,8 @@ describe('stored volume: SIGKILL loop', () => {
     expect(totals.zeroesAcked).toBeGreaterThan(0);
     expect(totals.trimsAcked).toBeGreaterThan(0);
     expect(totals.forced, 'no unit was pinned by a durable write: the loop checked nothing strict').toBeGreaterThan(0);
+    const injected = daemons.slice(0, CYCLES).reduce((n, d) => n + (d.output().match(/injected fault/g)?.length ?? 0), 0);
+    expect(injected, 'the store never failed during the loop').toBeGreaterThan(0);
 
     // The newest snapshot, taken now through the daemon, equals the disk.
     const created = await runOk(process.execPath, [blockgateBin, 'snapshot', 'create', 'k', '--admin-socket', daemon.adminSocket, '--json', '--timeout', '100s'], { timeoutMs: 110_000 });
@@ -76,6 +88,6 @@ describe('stored volume: SIGKILL loop', () => {
       await runOk(process.execPath, [blockgateBin, 'snapshot', 'download', id, image, '--store', join(dir, 'store')], { timeoutMs: 110_000 });
       expect(await sha256File(image), `snapshot ${id} = disk`).toBe(sha256);
     }
-    process.stdout.write(`stored kill loop: ${JSON.stringify(totals)}\n`);
+    process.stdout.write(`stored kill loop: ${JSON.stringify({ ...totals, injectedFaultsLogged: injected })}\n`);
   }, 600_000);
 });
