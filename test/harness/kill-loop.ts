@@ -57,7 +57,9 @@ export async function killLoop(o: KillLoopOptions): Promise<KillLoopResult> {
     const w = startWriter({ ...o.writer, uri: d.uri(o.exportName), seed: o.seed + cycle, base, units });
     const n = o.killAfter[0] + Math.floor(rnd() * (o.killAfter[1] - o.killAfter[0] + 1));
     try {
-      await w.acked(n);
+      await w.acked(n).catch((err: Error) => {
+        throw new Error(`cycle ${cycle} (seed ${o.seed}): ${err.message}\ndaemon log (last 40 lines):\n${d.output().split('\n').slice(-40).join('\n')}`);
+      });
     } finally {
       w.markKill();
       await d.kill();
