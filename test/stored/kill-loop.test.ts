@@ -40,11 +40,11 @@ describe('stored volume: SIGKILL loop', () => {
       store: { url: join(dir, 'store') },
       volumes: [{ name: 'k', mode: 'stored', size: '16MiB', disk, writeLog: { dir: join(dir, 'k-log'), size: '128MiB' }, blockSize: '64KiB', uploadInterval: '200ms' }],
     };
-    // While the loop runs the store is slow and fails now and then (seeded), so kills also land
-    // mid-upload and after ambiguous puts (landed, reported failed); the last start is fault-free.
+    // While the loop runs the store is slow and fails now and then, so kills also land mid-upload
+    // and after ambiguous puts (landed, reported failed); the last start is fault-free. Failures
+    // are counted (every Nth call), not random, so a cycle's puts make them fire. The fs store has
+    // no per-request retry: a failure costs an upload attempt and a backoff; the log absorbs that.
     let starts = 0;
-    // (Counted, not random, failures: a cycle's puts make them fire in practically every run; the fs store has no per-request retry, so one
-    // failure costs an upload attempt and a backoff, and the log is large enough to absorb that.)
     const faults = (n: number): string => JSON.stringify({ seed: seed + n, rules: [
       { ops: ['put'], action: 'delay', latencyMs: [0, 40] },
       { ops: ['put'], every: 61, action: 'fail-after' },
