@@ -2,7 +2,8 @@
 // connections (python3-libnbd) overwrite the same 4 KiB units with new
 // versions, with WRITE_ZEROES, TRIM, FUA and FLUSH in the mix, while the
 // uploader moves the log into the store and the chunk cache (half the
-// volume) evicts; the daemon is SIGKILLed after a seeded number of
+// volume) evicts and block uploads are slow and fail now and then
+// (BLOCKGATE_TEST_FAULTS); the daemon is SIGKILLed after a seeded number of
 // acknowledged operations. After every restart each unit must hold its last
 // durable version or a later acknowledged/begun one (unit-model.ts). After
 // the last restart a snapshot taken through the daemon, downloaded offline,
@@ -47,11 +48,19 @@ async function killLoopTest(name: string, cycles: number, store: (dir: string) =
     dataDir: join(dir, 'data'), store: s.config,
     volumes: [{
       name: 'c1', mode: 'cached', size: '16MiB', blockSize: '64KiB', uploadInterval: '200ms',
-      cache: { dir: join(dir, 'cache'), size: '8MiB' }, writeLog: { dir: join(dir, 'log'), size: '32MiB' },
+      cache: { dir: join(dir, 'cache'), size: '8MiB' }, writeLog: { dir: join(dir, 'log'), size: '64MiB' },
     }],
   };
+  // While the loop runs block uploads are slow and fail now and then (every Nth put: fail before
+  // or after it lands), so kills also land mid-upload; the starts after the loop are fault-free.
+  let starts = 0;
+  const faults = JSON.stringify({ rules: [
+    { ops: ['put'], action: 'delay', latencyMs: [0, 40] },
+    { ops: ['put'], keyPrefix: 'blocks/', every: 37, action: 'fail-after' },
+    { ops: ['put'], keyPrefix: 'blocks/', every: 41, action: 'fail' },
+  ] });
   const start = async (): Promise<DaemonHandle> => {
-    const d = await startDaemon(config, { dir, timeoutMs: 90_000 });
+    const d = await startDaemon(config, { dir, timeoutMs: 90_000, ...(starts++ < cycles ? { env: { BLOCKGATE_TEST_FAULTS: faults } } : {}) });
     daemons.push(d);
     return d;
   };
@@ -69,6 +78,8 @@ async function killLoopTest(name: string, cycles: number, store: (dir: string) =
   expect(totals.zeroesAcked).toBeGreaterThan(0);
   expect(totals.trimsAcked).toBeGreaterThan(0);
   expect(totals.forced, 'no unit was pinned by a durable write: the loop checked nothing strict').toBeGreaterThan(0);
+  const injected = daemons.slice(0, cycles).reduce((n, d) => n + (d.output().match(/injected fault/g)?.length ?? 0), 0);
+  expect(injected, 'the store never failed during the loop').toBeGreaterThan(0);
 
   // The newest snapshot, taken now through the daemon, equals the volume as the last check read it over NBD.
   const snap = (await runOk(process.execPath, [blockgateBin, 'volume', 'snapshot', 'c1', '--wait', '120', '--admin-socket', daemon.adminSocket], { timeoutMs: 130_000 })).stdout.trim();
@@ -85,7 +96,7 @@ async function killLoopTest(name: string, cycles: number, store: (dir: string) =
   expect((await readUnits(again.uri('c1'), SIZE)).sha256, 'the volume after a restart with the cache wiped').toBe(sha256);
   expect(await again.stop()).toBe(0);
   daemons.splice(daemons.indexOf(again), 1);
-  log(JSON.stringify(totals));
+  log(JSON.stringify({ ...totals, injectedFaultsLogged: injected }));
 }
 
 const CYCLES = Number(process.env.BLOCKGATE_KILL_CYCLES ?? 8);
