@@ -101,7 +101,7 @@ describe('stored volume: lazy restore under writes', () => {
     const c = await RawClient.connect({ port: d2.port });
     await c.start();
     await c.go('lz');
-    // [offset, data | 'zero' | 'trim', flags]: all in the last quarter of the volume, which the fill (in block order) reaches last.
+    // All in the last quarter of the volume, which the fill (in block order) reaches last.
     const writes: Array<{ what: string; offset: number; length: number; kind: 'write' | 'zero' | 'trim'; flags: number }> = [
       { what: '4 KiB in the middle of block 200', offset: 200 * BS + 8192, length: 4096, kind: 'write', flags: 0 },
       { what: 'all of block 210', offset: 210 * BS, length: BS, kind: 'write', flags: 0 },
