@@ -51,13 +51,15 @@ async function killLoopTest(name: string, cycles: number, store: (dir: string) =
       cache: { dir: join(dir, 'cache'), size: '8MiB' }, writeLog: { dir: join(dir, 'log'), size: '64MiB' },
     }],
   };
-  // While the loop runs block uploads are slow and fail now and then (every Nth put: fail before
-  // or after it lands), so kills also land mid-upload; the starts after the loop are fault-free.
+  // While the loop runs block uploads are slow and fail now and then (the 3rd and every Nth put:
+  // fail before or after it lands), so kills also land mid-upload; the starts after the loop are
+  // fault-free.
   let starts = 0;
   const faults = JSON.stringify({ rules: [
     { ops: ['put'], action: 'delay', latencyMs: [0, 40] },
-    { ops: ['put'], keyPrefix: 'blocks/', every: 37, action: 'fail-after' },
-    { ops: ['put'], keyPrefix: 'blocks/', every: 41, action: 'fail' },
+    { ops: ['put'], keyPrefix: 'blocks/', nth: 3, action: 'fail-after' },
+    { ops: ['put'], keyPrefix: 'blocks/', every: 23, action: 'fail-after' },
+    { ops: ['put'], keyPrefix: 'blocks/', every: 29, action: 'fail' },
   ] });
   const start = async (): Promise<DaemonHandle> => {
     const d = await startDaemon(config, { dir, timeoutMs: 90_000, ...(starts++ < cycles ? { env: { BLOCKGATE_TEST_FAULTS: faults } } : {}) });

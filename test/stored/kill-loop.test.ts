@@ -42,11 +42,12 @@ describe('stored volume: SIGKILL loop', () => {
     };
     // While the loop runs the store is slow and fails now and then, so kills also land mid-upload
     // and after ambiguous puts (landed, reported failed); the last start is fault-free. Failures
-    // are counted (every Nth call), not random, so a cycle's puts make them fire. The fs store has
-    // no per-request retry: a failure costs an upload attempt and a backoff; the log absorbs that.
+    // are counted (the 3rd put, every Nth call), not random, so every run has some. The fs store
+    // has no per-request retry: a failure costs an upload attempt and a backoff; the log absorbs it.
     let starts = 0;
     const faults = (n: number): string => JSON.stringify({ seed: seed + n, rules: [
       { ops: ['put'], action: 'delay', latencyMs: [0, 40] },
+      { ops: ['put'], nth: 3, action: 'fail-after' },
       { ops: ['put'], every: 61, action: 'fail-after' },
       { ops: ['put', 'get'], every: 53, action: 'fail' },
     ] });
