@@ -222,3 +222,59 @@ export class FaultInjectingObjectStore implements ObjectStore {
   }
 }
 
+
+// ---------------------------------------------------------------- test hook
+
+/** The environment variable that makes a daemon wrap its store in faults (tests only). */
+export const TEST_FAULTS_ENV = 'BLOCKGATE_TEST_FAULTS';
+
+const RULE_KEYS = new Set(['ops', 'keyPrefix', 'nth', 'every', 'probability', 'times', 'action', 'error', 'latencyMs', 'afterItems']);
+const OPS: readonly FaultOp[] = ['get', 'put', 'list', 'head', 'delete'];
+const ACTIONS: readonly FaultAction[] = ['fail', 'fail-after', 'truncate', 'corrupt', 'delay'];
+
+/**
+ * Parses BLOCKGATE_TEST_FAULTS: JSON `{"seed"?: n, "rules": [FaultRule, ...]}`
+ * (rules as above; `error` a kind name or an ERR_ code). Returns undefined
+ * when unset or empty; bad JSON or a bad rule is ERR_CONFIG naming it.
+ * Example (every block read takes 200 ms more):
+ *   BLOCKGATE_TEST_FAULTS='{"rules":[{"ops":["get"],"keyPrefix":"blocks/","action":"delay","latencyMs":200}]}'
+ */
+export function faultOptionsFromEnv(env: Record<string, string | undefined> = process.env): FaultOptions | undefined {
+  const text = env[TEST_FAULTS_ENV];
+  if (text === undefined || text.trim() === '') return undefined;
+  const bad = (why: string): BlockgateError => new BlockgateError(ErrorCodes.CONFIG, `${TEST_FAULTS_ENV}: ${why}`, { retryable: false });
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw bad(`not JSON (${(err as Error).message})`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw bad('must be an object {"seed"?: n, "rules": [...]}');
+  const o = parsed as Record<string, unknown>;
+  for (const k of Object.keys(o)) if (k !== 'seed' && k !== 'rules') throw bad(`unknown key ${JSON.stringify(k)}`);
+  if (o.seed !== undefined && !(Number.isInteger(o.seed) && (o.seed as number) >= 0)) throw bad('seed must be a non-negative integer');
+  if (!Array.isArray(o.rules)) throw bad('rules must be an array');
+  const count = (r: Record<string, unknown>, k: string, i: number): void => {
+    if (r[k] !== undefined && !(Number.isInteger(r[k]) && (r[k] as number) >= (k === 'afterItems' ? 0 : 1))) throw bad(`rules[${i}].${k} must be a positive integer`);
+  };
+  const rules = o.rules.map((raw, i): FaultRule => {
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw bad(`rules[${i}] must be an object`);
+    const r = raw as Record<string, unknown>;
+    for (const k of Object.keys(r)) if (!RULE_KEYS.has(k)) throw bad(`rules[${i}]: unknown key ${JSON.stringify(k)}`);
+    if (r.ops !== undefined && !(Array.isArray(r.ops) && r.ops.every((x) => OPS.includes(x as FaultOp)))) throw bad(`rules[${i}].ops must list some of ${OPS.join(', ')}`);
+    if (r.keyPrefix !== undefined && typeof r.keyPrefix !== 'string') throw bad(`rules[${i}].keyPrefix must be a string`);
+    for (const k of ['nth', 'every', 'times', 'afterItems']) count(r, k, i);
+    if (r.probability !== undefined && !(typeof r.probability === 'number' && r.probability >= 0 && r.probability <= 1)) throw bad(`rules[${i}].probability must be in [0, 1]`);
+    if (r.action !== undefined && !ACTIONS.includes(r.action as FaultAction)) throw bad(`rules[${i}].action must be one of ${ACTIONS.join(', ')}`);
+    if (r.error !== undefined && !(typeof r.error === 'string' && (r.error in KINDS || Object.values(ErrorCodes).includes(r.error as ErrorCode)))) {
+      throw bad(`rules[${i}].error must be one of ${Object.keys(KINDS).join(', ')} or an ERR_ code`);
+    }
+    const ms = r.latencyMs;
+    const okMs = (x: unknown): boolean => typeof x === 'number' && Number.isFinite(x) && x >= 0;
+    if (ms !== undefined && !(okMs(ms) || (Array.isArray(ms) && ms.length === 2 && okMs(ms[0]) && okMs(ms[1]) && ms[0] <= ms[1]))) {
+      throw bad(`rules[${i}].latencyMs must be a number of ms or [min, max]`);
+    }
+    return r as FaultRule;
+  });
+  return { ...(o.seed !== undefined ? { seed: o.seed as number } : {}), rules };
+}

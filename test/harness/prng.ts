@@ -9,3 +9,21 @@ export function mulberry32(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/**
+ * The seed of a randomized test: BLOCKGATE_TEST_SEED when set (to replay a
+ * run), else a fresh random one. Printed with the test's name, so any failure
+ * can be replayed with `BLOCKGATE_TEST_SEED=N npm test -- FILE`.
+ */
+export function testSeed(what: string): number {
+  const env = process.env.BLOCKGATE_TEST_SEED;
+  let seed: number;
+  if (env !== undefined && env.trim() !== '') {
+    seed = Number(env);
+    if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) throw new Error(`BLOCKGATE_TEST_SEED must be an integer in [0, 2^32), got ${JSON.stringify(env)}`);
+  } else {
+    seed = Math.floor(Math.random() * 0x100000000) >>> 0;
+  }
+  process.stdout.write(`${what}: seed ${seed} (replay with BLOCKGATE_TEST_SEED=${seed})\n`);
+  return seed;
+}
