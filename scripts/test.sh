@@ -5,7 +5,7 @@
 #      failure there is a warning locally (the tests that need a missing peer
 #      skip) and fatal under CI=true (where such tests throw instead).
 #   2. `npm ci` when node_modules is missing or does not match
-#      package-lock.json; then `npm run build` (tests drive dist/ through
+#      package-lock.json; then `npm run build` and `npm run typecheck` (tests drive dist/ through
 #      bin/blockgate).
 #   3. vitest with the default reporter (humans) and the JSON reporter
 #      (test-results/vitest.json), TMPDIR pointing at a private dir: each
@@ -82,6 +82,9 @@ if [ ! -d node_modules ] || ! lock_matches; then
     npm ci --no-audit --no-fund || abort "npm ci failed"
 fi
 npm run build || abort "npm run build failed"
+# The tests are TypeScript too: vitest strips their types without checking
+# them, so a test calling an API that changed would only fail at run time.
+npm run typecheck || abort "npm run typecheck failed (sources and tests: tsconfig.test.json)"
 
 # 3. The suite, with a private TMPDIR (short: unix socket paths under it must
 # fit in 108 bytes). Tests make every temp file under os.tmpdir(); whatever is

@@ -75,7 +75,7 @@ export function storedFactory(o: VolumeFactoryOptions = {}): DeviceFactory {
   async function open(cfg: StoredVolumeConfig, store: ObjectStore): Promise<BlockDevice> {
     let dev: BlockDevice;
     if (o.uploads) {
-      const rt = await StoredRuntime.create({ url: 'unused', endpoint: undefined, region: undefined, accessKeyId: undefined, secretAccessKey: undefined, pathStyle: undefined, uploadWorkers: 4 }, logger, store);
+      const rt = StoredRuntime.create(store, logger, { uploadWorkers: 4 });
       runtimes.push(rt);
       const vol = await rt.openVolume(cfg, logger);
       await rt.start();

@@ -102,7 +102,7 @@ export class SimDisk implements LogIo {
     const surviving = (ino: Inode): Inode => {
       let out = crashed.get(ino);
       if (out) return out;
-      let content = Buffer.from(ino.durable);
+      let content: Buffer = Buffer.from(ino.durable);
       for (const op of ino.ops) {
         if (op.kind === 'truncate') {
           if (rng() < 0.5) content = resize(content, op.length);
