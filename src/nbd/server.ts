@@ -4,7 +4,8 @@
 // Invariants: close() stops accepting first, lets every in-flight request
 // finish (bounded by a grace period; after it the owner fails waits that
 // may never end, and what is still busy a moment later is cut), flushes
-// every device, and only then resolves; exports are owned by the caller (the daemon), not closed here.
+// every device, and only then resolves; exports are owned by the caller
+// (the daemon), not closed here.
 import { createServer, type Server, type Socket } from 'node:net';
 import { chmodSync, unlinkSync } from 'node:fs';
 import { parseHostPort } from '../util/host-port.js';
