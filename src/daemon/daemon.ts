@@ -2,7 +2,9 @@
 // listeners from one validated config, in one readable function, and tears
 // them down in reverse. States: starting → running → stopping → stopped.
 // Invariant: on stop, listeners close first, in-flight requests finish and
-// every device is flushed before it is closed.
+// every device is flushed before it is closed; stop is bounded by
+// nbd.shutdownGrace (then every wait on the store or on write-log space
+// fails, see cutOff) plus local I/O.
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -21,6 +23,7 @@ import { applyTuning } from '../config/tuning.js';
 import { claimUnixSocketPath } from '../util/unix-socket.js';
 import { loadRuntimeVolumes, runtimeVolumeConfig, saveRuntimeVolume } from './runtime-volumes.js';
 import { GatewayAgent } from '../control-plane/agent/agent.js';
+import { AbortableObjectStore } from '../object-store/abortable.js';
 import { BandwidthLimitedObjectStore } from '../object-store/bandwidth.js';
 import { MeteredObjectStore } from '../object-store/metered.js';
 import type { ObjectStore } from '../object-store/object-store.js';
@@ -74,18 +77,42 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
   let admin: AdminServer | undefined;
   let metrics: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
   let agent: GatewayAgent | undefined;
-  /** Closes whatever has been started, in reverse order of dependency; used by stop() and by a failed start. */
+  let storeSwitch: AbortableObjectStore | undefined;
+  let cut = false;
+  /**
+   * The shutdown grace period is over: from now on nothing waits for what may
+   * never come. Writes waiting for write-log space (only an upload frees it)
+   * and every object store operation, in flight or later (an unreachable
+   * store: retries, backoff sleeps, attempts), fail with SHUTTING_DOWN.
+   */
+  const cutOff = (): void => {
+    if (cut) return;
+    cut = true;
+    logger.warn('shutdown grace period over: failing writes that wait for log space and every object store operation');
+    for (const v of [...(runtimes.stored?.volumes.values() ?? []), ...(runtimes.cached?.volumes.values() ?? [])]) v.log.refuseAppends();
+    storeSwitch?.abort('the daemon is stopping and its grace period is over');
+  };
+  /**
+   * Closes whatever has been started, in reverse order of dependency; used by
+   * stop() and by a failed start. Bounded: after `graceMs` cutOff() fails every
+   * wait that depends on the store, and what remains is local I/O.
+   */
   const teardown = async (graceMs: number): Promise<void> => {
-    await agent?.stop();
-    await server?.close(graceMs);
-    await metrics?.close();
-    await admin?.close();
-    await runtimes.stored?.stopBackground();
-    await runtimes.cached?.stopBackground();
-    for (const e of exports) await e.device.close().catch((err) => logger.error('close failed', { volume: e.name, err: errorMessage(err) }));
-    await runtimes.stored?.close();
-    await runtimes.cached?.close();
-    await sharedStore?.close().catch(() => undefined);
+    const deadline = setTimeout(cutOff, graceMs);
+    try {
+      await agent?.stop();
+      await server?.close(graceMs, cutOff);
+      await metrics?.close();
+      await admin?.close();
+      await runtimes.stored?.stopBackground();
+      await runtimes.cached?.stopBackground();
+      for (const e of exports) await e.device.close().catch((err) => logger.error('close failed', { volume: e.name, err: errorMessage(err) }));
+      await runtimes.stored?.close();
+      await runtimes.cached?.close();
+      await sharedStore?.close().catch(() => undefined);
+    } finally {
+      clearTimeout(deadline);
+    }
   };
   // Fail before opening volumes (which may take leases in the store) if another daemon owns the admin socket.
   await claimUnixSocketPath(config.admin.socket, 'admin.socket');
@@ -108,8 +135,10 @@ export async function startDaemon(config: DaemonConfig, logger: Logger): Promise
   });
   try {
     if (config.store) {
-      // One store for every mode, behind a bandwidth limit the control channel can change; each mode sees it through its own metrics.
-      sharedStore = new BandwidthLimitedObjectStore(await openStore(config.store, logger));
+      // One store for every mode, behind a bandwidth limit the control channel can change, and
+      // behind a kill switch that teardown pulls when the shutdown grace period is over; each
+      // mode sees it through its own metrics.
+      sharedStore = new BandwidthLimitedObjectStore(storeSwitch = new AbortableObjectStore(await openStore(config.store, logger)));
       runtimes.stored = StoredRuntime.create(storeFor(sharedStore, 'stored'), logger.child({ mode: 'stored' }), { uploadWorkers: config.store.uploadWorkers });
       runtimes.cached = CachedRuntime.create(storeFor(sharedStore, 'cached'), logger.child({ mode: 'cached' }), { dataDir: config.dataDir, uploadWorkers: config.store.uploadWorkers });
       for (const v of [...persistedCachedVolumes(config.dataDir), ...loadRuntimeVolumes(config.dataDir)]) {

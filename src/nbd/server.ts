@@ -2,8 +2,10 @@
 // and the set of live connections. Each connection runs a Negotiation, then
 // a Transmission. States: new → listening → closing → closed.
 // Invariants: close() stops accepting first, lets every in-flight request
-// finish (bounded by a grace period), flushes every device, and only then
-// resolves; exports are owned by the caller (the daemon), not closed here.
+// finish (bounded by a grace period; after it the owner fails waits that
+// may never end, and what is still busy a moment later is cut), flushes
+// every device, and only then resolves; exports are owned by the caller
+// (the daemon), not closed here.
 import { createServer, type Server, type Socket } from 'node:net';
 import { chmodSync, unlinkSync } from 'node:fs';
 import { parseHostPort } from '../util/host-port.js';
@@ -175,9 +177,13 @@ export class NbdServer {
 
   /**
    * Graceful stop: no new connections, handshakes dropped, in-flight requests
-   * completed, devices flushed. Connections still busy after `graceMs` are cut.
+   * completed, devices flushed. When requests are still in flight after
+   * `graceMs`, `onGraceOver` runs (the owner fails what waits for a resource
+   * that may never come: write-log space, an unreachable store), so they are
+   * answered (ESHUTDOWN) rather than cut; connections still busy
+   * SETTLE_MS after that are closed.
    */
-  async close(graceMs = 30_000): Promise<void> {
+  async close(graceMs = 30_000, onGraceOver?: () => void): Promise<void> {
     if (this.shuttingDown) return;
     this.shuttingDown = true;
     // Stop accepting. Not awaited: a listener's close callback only fires once
@@ -199,10 +205,14 @@ export class NbdServer {
         check();
       }));
     }
-    const grace = new Promise<'timeout'>((res) => setTimeout(() => res('timeout'), graceMs).unref());
-    if ((await Promise.race([Promise.all(waits), grace])) === 'timeout') {
-      this.logger.warn('connections still busy after grace period; closing them', { count: this.conns.size });
-      for (const c of this.conns.values()) c.transmission?.destroy() ?? c.socket.destroy();
+    const all = Promise.all(waits);
+    if (!(await settledWithin(all, graceMs))) {
+      this.logger.warn('requests still in flight after the grace period; failing what waits', { count: this.conns.size });
+      onGraceOver?.();
+      if (!(await settledWithin(all, Math.min(graceMs, SETTLE_MS)))) {
+        this.logger.warn('connections still busy; closing them', { count: this.conns.size });
+        for (const c of this.conns.values()) c.transmission?.destroy() ?? c.socket.destroy();
+      }
     }
     for (const e of this.exports.values()) {
       try {
@@ -211,5 +221,19 @@ export class NbdServer {
         this.logger.error('flush at shutdown failed', { export: e.name, err: errorMessage(err) });
       }
     }
+  }
+}
+
+/** How long requests get to be answered once the grace period is over and their waits have been failed (ms). */
+const SETTLE_MS = 1000;
+
+/** True when `p` settles within `ms`; the timer never outlives the wait. */
+async function settledWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<false>((res) => { timer = setTimeout(() => res(false), ms); });
+  try {
+    return await Promise.race([p.then(() => true as const), expired]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -2,9 +2,11 @@
 // segment files; an uploader reads them back (per block, as of a snapshot
 // marker) and releases them once the object store holds them.
 //
-// States of the log: open -> closing -> closed, or open -> failed (a write
-// or fdatasync failed: the page cache no longer says what is on disk, so
-// every later call throws the IO error; reopening replays what is there).
+// States of the log: open -> closing (refuseAppends() or close(): waiting
+// and new appends fail SHUTTING_DOWN; admitted records are still written)
+// -> closed, or open -> failed (a write or fdatasync failed: the page cache
+// no longer says what is on disk, so every later call throws the IO error;
+// reopening replays what is there).
 //
 // A record goes: waiting (no space: FIFO `waiters`, no seq yet) -> queued
 // (seq assigned, space reserved, in `queue`) -> written (in the segment
@@ -28,7 +30,8 @@
 //   - usedBytes (segment bytes + queued bytes) exceeds capacityBytes only by
 //     a segment header or a marker (markers bypass backpressure so the
 //     uploader can always cut a snapshot and drain a full log);
-//   - every wait is bounded by something that drains: waiters by release(),
+//   - every wait is bounded by something that drains: waiters by release()
+//     or, when nothing will (an unreachable store), by refuseAppends()/close(),
 //     queued bytes by the pump, sync rounds by one fdatasync.
 
 import { join } from 'node:path';
@@ -196,6 +199,7 @@ export class WriteLog {
   private nextRound: { promise: Promise<number>; resolve: (n: number) => void; reject: (e: unknown) => void } | undefined;
   private writtenWaiters: Array<{ seq: number; resolve: () => void; reject: (e: unknown) => void }> = [];
   private releaseChain: Promise<void> = Promise.resolve();
+  private closeDone: Promise<void> | undefined;
   private readonly counters: WriteLogStats = {
     appends: 0, appendedBytes: 0, syncCalls: 0, fdatasyncs: 0, segmentsCreated: 0, segmentsDeleted: 0, backpressureWaits: 0,
   };
@@ -868,15 +872,33 @@ export class WriteLog {
   }
 
   /**
-   * Clean shutdown: refuses waiting appends (SHUTTING_DOWN), writes what is
-   * queued, syncs, closes the files and the directory lock.
+   * First step of close(), also callable on its own (a daemon whose grace
+   * period is over): appends waiting for space, and every later append or
+   * marker, fail with SHUTTING_DOWN at once; records already admitted are
+   * still written, and sync, reads and release() keep working until close().
+   * Without this, a writer waiting for space that only the uploader can
+   * free (an unreachable store) would wait forever. Idempotent.
    */
-  async close(): Promise<void> {
-    if (this.state === 'closed' || this.state === 'closing') return;
-    const failed = this.state === 'failed';
+  refuseAppends(): void {
+    if (this.state !== 'open') return;
     this.state = 'closing';
     const shutting = new BlockgateError(ErrorCodes.SHUTTING_DOWN, 'write log is closing');
     for (const w of this.waiters.splice(0)) w.reject(shutting);
+  }
+
+  /**
+   * Clean shutdown: refuses waiting appends (SHUTTING_DOWN), writes what is
+   * queued, syncs, closes the files and the directory lock. Every call
+   * returns the same promise.
+   */
+  close(): Promise<void> {
+    this.closeDone ??= this.doClose();
+    return this.closeDone;
+  }
+
+  private async doClose(): Promise<void> {
+    const failed = this.state === 'failed';
+    this.refuseAppends();
     try {
       if (!failed) {
         await this.pumpDone;
@@ -899,7 +921,7 @@ export class WriteLog {
   private checkUsable(allowClosing = false): void {
     if (this.state === 'failed') throw this.failure!;
     if (this.state === 'closed' || (this.state === 'closing' && !allowClosing)) {
-      throw new BlockgateError(ErrorCodes.SHUTTING_DOWN, 'write log is closed');
+      throw new BlockgateError(ErrorCodes.SHUTTING_DOWN, `write log is ${this.state}`);
     }
   }
 

@@ -154,6 +154,7 @@ export class SnapshotCoordinator implements UploaderHooks {
     if (g.state === 'pending') {
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, timeoutMs);
+        t.unref(); // a wait (up to a day, for scheduled snapshots) never keeps a stopping daemon alive
         g.waiters.push(() => { clearTimeout(t); resolve(); });
       });
     }

@@ -456,6 +456,8 @@ export class StoredVolume implements BlockDevice {
   async close(): Promise<void> {
     if (this.state !== 'open') return;
     this.state = 'closing';
+    // Writes waiting for log space wait for the uploader, which has stopped: fail them (SHUTTING_DOWN), or they never drain.
+    this.log.refuseAppends();
     if (this.requests > 0) await new Promise<void>((r) => (this.drained = r));
     await this.lazy?.stop();
     try {
