@@ -50,27 +50,8 @@ function parseCount(text: string | undefined, name: string, fallback: number): n
   return n;
 }
 
-/**
- * The AWS SDK warns on every run under Node 20 (NodeVersionSupportWarning, 9
- * lines on stderr). A CLI must not bury its one-line output under that, so
- * exactly that warning type is dropped; everything else passes through.
- */
-function quietSdkWarnings(): void {
-  const original = process.emitWarning as (...a: unknown[]) => void;
-  if ((original as { quiet?: boolean }).quiet) return;
-  const filtered = (warning: unknown, ...rest: unknown[]): void => {
-    const type = typeof rest[0] === 'string' ? rest[0] : (rest[0] as { type?: string } | undefined)?.type;
-    const name = warning instanceof Error ? warning.name : type;
-    if (name === 'NodeVersionSupportWarning' || /AWS SDK for JavaScript \(v3\)/.test(String(warning))) return;
-    original.call(process, warning, ...rest);
-  };
-  (filtered as { quiet?: boolean }).quiet = true;
-  process.emitWarning = filtered as typeof process.emitWarning;
-}
-
 async function withStore<T>(flags: StoreFlags, fn: (snaps: SnapshotStore, store: ObjectStore) => Promise<T>): Promise<T> {
   if (!flags.store) throw new BlockgateError(ErrorCodes.INVALID_ARGUMENT, 'no object store given: use --store s3://bucket/prefix or --store file:///path (or BLOCKGATE_STORE)');
-  quietSdkWarnings();
   const logger = flags.verbose ? new Logger({ level: 'info', format: 'text' }) : silentLogger;
   const opts: OpenObjectStoreOptions = {
     logger,
