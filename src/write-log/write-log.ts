@@ -185,7 +185,9 @@ export class WriteLog {
   private readonly bySegmentSeq = new Map<number, Segment>();
   private readonly markerMap = new Map<number, unknown>();
   private readonly queue: Pending[] = [];
-  private readonly waiters: Pending[] = [];
+  private waiters: Pending[] = [];
+  /** refuseSpaceWaits() was called: appends that lack segment space fail instead of waiting. */
+  private spaceWaitsRefused = false;
   private queuedBytes = 0;
   private segmentBytesTotal = 0;
   private lastAssignedSeq: number;
@@ -423,6 +425,8 @@ export class WriteLog {
       const p: Pending = { type, offset, length, data, payloadCrc: dataCrc(data), bytes, payload, bypass, seq: 0, resolve, reject };
       if (bypass || (this.waiters.length === 0 && this.fits(bytes))) {
         this.admit(p);
+      } else if (this.spaceWaitsRefused && !this.hasSpace(bytes)) {
+        reject(new BlockgateError(ErrorCodes.SHUTTING_DOWN, 'write log is closing: no space, and nothing will free any'));
       } else {
         this.counters.backpressureWaits++;
         this.waiters.push(p);
@@ -434,9 +438,14 @@ export class WriteLog {
     return this.segmentBytesTotal + this.queuedBytes;
   }
 
-  private fits(bytes: number): boolean {
+  /** Segment space for `bytes` (only the uploader's release() frees it). */
+  private hasSpace(bytes: number): boolean {
     const used = this.usedBytes();
-    const space = used + bytes <= this.capacityBytes || used === 0;
+    return used + bytes <= this.capacityBytes || used === 0;
+  }
+
+  private fits(bytes: number): boolean {
+    const space = this.hasSpace(bytes);
     const queue = this.queuedBytes + bytes <= this.maxQueuedBytes || this.queuedBytes === 0;
     return space && queue;
   }
@@ -461,6 +470,28 @@ export class WriteLog {
     while (this.waiters.length > 0 && this.state === 'open' && this.fits(this.waiters[0]!.bytes)) {
       this.admit(this.waiters.shift()!);
     }
+    if (this.spaceWaitsRefused) this.dropSpaceWaiters();
+  }
+
+  /**
+   * For a volume that is closing (its uploader has stopped, so nothing will
+   * free segment space): appends that would wait for segment space fail with
+   * SHUTTING_DOWN, now and later. Appends that fit, and waits for room in
+   * the write queue (the pump drains it by itself), go on, so requests that
+   * were in flight when the volume began closing still complete. Idempotent.
+   */
+  refuseSpaceWaits(): void {
+    this.spaceWaitsRefused = true;
+    this.dropSpaceWaiters();
+  }
+
+  private dropSpaceWaiters(): void {
+    const shutting = new BlockgateError(ErrorCodes.SHUTTING_DOWN, 'write log is closing: no space, and nothing will free any');
+    this.waiters = this.waiters.filter((w) => {
+      if (this.hasSpace(w.bytes)) return true;
+      w.reject(shutting);
+      return false;
+    });
   }
 
   // The single writer. Clears pumpActive in the same synchronous step in

@@ -95,6 +95,25 @@ export async function startDaemon(config: Record<string, unknown>, options: Star
 }
 
 /**
+ * The structured log records (JSON lines) in a process's output, in order.
+ * Match records by their fields, never by the text of a line: the field order
+ * of a line is the logger's business.
+ */
+export function logRecords(output: string): Array<Record<string, unknown>> {
+  const out: Array<Record<string, unknown>> = [];
+  for (const line of output.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    try { out.push(JSON.parse(line) as Record<string, unknown>); } catch { /* a line cut by the pipe, or not a record */ }
+  }
+  return out;
+}
+
+/** Whether some record in `output` has every field of `fields` with that value. */
+export function hasLogRecord(output: string, fields: Record<string, unknown>): boolean {
+  return logRecords(output).some((r) => Object.entries(fields).every(([k, v]) => r[k] === v));
+}
+
+/**
  * A 'data' handler for a blockgate process's output: passes every chunk to
  * `onText` and each complete line that parses as JSON (a structured log
  * record) to `onRecord`.

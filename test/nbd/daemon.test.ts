@@ -6,7 +6,7 @@
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startDaemon, tempDir, type DaemonHandle } from '../harness/daemon.js';
+import { hasLogRecord, startDaemon, tempDir, type DaemonHandle } from '../harness/daemon.js';
 import { nbdshOk, requireTools, runOk, waitFor } from '../harness/nbd-tools.js';
 import { CMD, OPT, RawClient } from './raw-client.js';
 
@@ -159,7 +159,7 @@ describe('SIGTERM', () => {
     c.socket.end(); // FIN, as a client process exiting after NBD_OPT_LIST does
     // The server should close its side promptly.
     expect(await c.closedWithin(5000), 'server kept a half-closed handshake connection open').toBe(true);
-    const forgotten = await waitFor(() => /"msg":"closed during handshake","component":"nbd","conn":1\b/.test(d.output()), 5000);
+    const forgotten = await waitFor(() => hasLogRecord(d.output(), { msg: 'closed during handshake', component: 'nbd', conn: 1 }), 5000);
     expect(forgotten).toBe(true);
   });
 });

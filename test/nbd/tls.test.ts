@@ -7,7 +7,7 @@
 import { copyFileSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { startDaemon, tempDir, type DaemonHandle } from '../harness/daemon.js';
+import { hasLogRecord, startDaemon, tempDir, type DaemonHandle } from '../harness/daemon.js';
 import {
   expectDaemonAlive, makePsk, makeX509, nbdsh, nbdshOk, randomFile, requireTools, run, runOk, sha256File, type X509Material,
 } from '../harness/nbd-tools.js';
@@ -97,7 +97,7 @@ describe('TLS: x509 and PSK on one daemon (client certificates mandatory)', () =
       print('RESULT ' + json.dumps({'size': h.get_size()}))
     `, { uri: x509Uri(a, 'secure') });
     expect(r.stdout).toMatch(/RESULT \{"size": 67108864\}/);
-    expect(a.output()).toMatch(/"msg":"transmission started".*"export":"secure","tls":true/);
+    expect(hasLogRecord(a.output(), { msg: 'transmission started', export: 'secure', tls: true }), 'a TLS transmission record for export secure').toBe(true);
   });
 
   it('PSK (psktool file): TLS negotiated with identity alice; a second identity works too', async () => {

@@ -84,6 +84,27 @@ describe('WriteLog.refuseAppends', () => {
   });
 });
 
+describe('WriteLog.refuseSpaceWaits (what a closing volume calls)', () => {
+  it('fails appends that lack segment space, now and later; appends that fit are still admitted', async () => {
+    const wl = await WriteLog.open('/log', { capacityBytes: 16 << 10, segmentBytes: 8 << 10, volumeId: 'v', io: new SimDisk() });
+    cleanups.push(() => wl.close());
+    let n = 0;
+    while (wl.usage().usedBytes + recordBytes(4000) <= 16 << 10) await wl.append(n++ * 4000, Buffer.alloc(4000, n));
+    const blocked = wl.append(0, Buffer.alloc(4000, 0xee)).then(() => 'acknowledged', (e: unknown) => codeOf(e));
+    await quiesce();
+    expect(wl.usage().waitingWriters).toBe(1);
+    wl.refuseSpaceWaits();
+    expect(await blocked).toBe(ErrorCodes.SHUTTING_DOWN);
+    const later = await wl.append(0, Buffer.alloc(4000, 0xdd)).then(() => 'acknowledged', (e: unknown) => codeOf(e));
+    expect(later).toBe(ErrorCodes.SHUTTING_DOWN);
+    // A record that fits (here: a small one in the space that is left) is admitted and acknowledged.
+    const room = (16 << 10) - wl.usage().usedBytes;
+    expect(room).toBeGreaterThanOrEqual(recordBytes(16));
+    expect(await wl.append(0, Buffer.alloc(16, 0xcc))).toBe(wl.newestSeq);
+    expect(wl.usage().waitingWriters).toBe(0);
+  });
+});
+
 describe('volume close() with a write waiting for log space', () => {
   it('stored: the write fails SHUTTING_DOWN and close() ends', async () => {
     const dir = tmp();

@@ -456,8 +456,9 @@ export class StoredVolume implements BlockDevice {
   async close(): Promise<void> {
     if (this.state !== 'open') return;
     this.state = 'closing';
-    // Writes waiting for log space wait for the uploader, which has stopped: fail them (SHUTTING_DOWN), or they never drain.
-    this.log.refuseAppends();
+    // Writes waiting for log space wait for the uploader, which has stopped: fail them (SHUTTING_DOWN), or they never
+    // drain. Writes already in flight that fit still complete (close waits for them).
+    this.log.refuseSpaceWaits();
     if (this.requests > 0) await new Promise<void>((r) => (this.drained = r));
     await this.lazy?.stop();
     try {
