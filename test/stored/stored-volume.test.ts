@@ -203,7 +203,9 @@ describe('stored volume: outages and backpressure', () => {
     const writes: Array<Promise<void>> = [];
     let completed = 0;
     for (let i = 0; i < 12; i++) writes.push(v.write(pattern(i, 256 * 1024), i * 256 * 1024, { fua: false }).then(() => { completed++; }));
-    await until(() => v.log.usage().waitingWriters > 0, 30_000, 'a writer waiting for log space');
+    // Settled: every write is either acknowledged or waiting for log space (writes admitted
+    // before the log filled still complete after the first waiter appears).
+    await until(() => v.log.usage().waitingWriters > 0 && completed + v.log.usage().waitingWriters === 12, 30_000, 'every write acknowledged or waiting for log space');
     const stuck = completed;
     expect(stuck).toBeLessThan(12);
     // While the uploader keeps hitting the outage (two more refused store calls), no waiting write completes.
