@@ -5,18 +5,10 @@ import { chmodSync, rmSync, statSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { blockgateBin, startDaemon, tempDir, type DaemonHandle } from '../harness/daemon.js';
+import { freePort } from '../harness/free-port.js';
 
 const run = promisify(execFile);
 
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 describe('admin API, status and metrics', () => {
   let d: DaemonHandle;

@@ -40,15 +40,6 @@ function value(samples: Sample[], name: string, labels: Record<string, string>):
   return found[0]!.value;
 }
 
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 /** The NBD commands the script below sends to each export, by the `op` label. */
 const SENT = { write: 3, read: 2, flush: 1, trim: 1, zero: 1, cache: 1, block_status: 1 };
@@ -66,6 +57,7 @@ h.zero(65536, 4 * 65536)
 h.cache(65536, 0)
 h.block_status(65536, 0, lambda *args: 0)
 `;
+import { freePort } from '../harness/free-port.js';
 
 describe('Prometheus metrics after NBD traffic', () => {
   let d: DaemonHandle;

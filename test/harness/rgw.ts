@@ -6,11 +6,11 @@
 // creation) happens here and not inside a test's timeout.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { run as runProcess } from './process.js';
+import { freePort } from './free-port.js';
 
 const HERE = resolve(import.meta.dirname, 'ceph-rgw');
 
@@ -28,17 +28,6 @@ export interface RgwHandle extends S3TestCoordinates {
   stop(): Promise<void>;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const srv = createServer();
-    srv.once('error', rej);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => res(port));
-    });
-  });
-}
 
 async function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ code: number | null; out: string }> {
   const r = await runProcess(cmd, args, { env: env as Record<string, string>, timeoutMs });

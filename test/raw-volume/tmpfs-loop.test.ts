@@ -3,11 +3,12 @@
 // block devices (loop devices over sparse files), including the BlockDevice
 // compliance suite on a loop device. Without root (or without mount/losetup)
 // these skip visibly; under CI=true they fail instead (test/harness/prereq.ts).
-import { mkdir, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { describe, expect, it, onTestFinished } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { isBlockgateError } from '../../src/errors.js';
-import { RawVolume, type RawVolumeOptions } from '../../src/volumes/raw.js';
+import { RawVolume } from '../../src/volumes/raw.js';
+import { allocated, expectConfigError, fill, openVol } from './helpers.js';
 import { blockDeviceCompliance } from '../block-device/compliance.js';
 import { atFileEnd, tempDir } from '../harness/cleanup.js';
 import { skipReason } from '../harness/prereq.js';
@@ -17,27 +18,6 @@ const MiB = 1024 * 1024;
 const NO_FUA = { fua: false };
 const dir = tempDir('bg-raw-root-');
 let seq = 0;
-
-async function openVol(opts: RawVolumeOptions): Promise<RawVolume> {
-  const v = await RawVolume.open(opts);
-  onTestFinished(() => v.close().catch(() => undefined));
-  return v;
-}
-
-/** Allocated bytes of a file (du). */
-async function allocated(path: string): Promise<number> {
-  return (await stat(path)).blocks * 512;
-}
-
-function fill(len: number, byte: number): Buffer {
-  return Buffer.alloc(len, byte);
-}
-
-async function expectConfigError(p: Promise<unknown>, re: RegExp): Promise<void> {
-  const err = await p.then(() => undefined, (e: unknown) => e);
-  expect(isBlockgateError(err, 'ERR_CONFIG'), String(err)).toBe(true);
-  expect((err as Error).message).toMatch(re);
-}
 
 function errText(err: unknown): string {
   return (err as Error).message.split('\n').filter((l) => l.startsWith('stderr:')).join(' ') || String(err);

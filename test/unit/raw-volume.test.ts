@@ -4,12 +4,13 @@
 // need root: test/raw-volume/tmpfs-loop.test.ts.
 import { mkdir, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
 
 import type { Extent } from '../../src/block-device/block-device.js';
 import { isBlockgateError } from '../../src/errors.js';
 import * as native from '../../src/native/index.js';
-import { RawVolume, type RawVolumeOptions } from '../../src/volumes/raw.js';
+import { RawVolume } from '../../src/volumes/raw.js';
+import { allocated, expectConfigError, fill, openVol } from '../raw-volume/helpers.js';
 import { tempDir } from '../harness/cleanup.js';
 
 const MiB = 1024 * 1024;
@@ -25,21 +26,6 @@ function fresh(): string {
   return join(dir, `v${seq++}.img`);
 }
 
-async function openVol(opts: RawVolumeOptions): Promise<RawVolume> {
-  const v = await RawVolume.open(opts);
-  onTestFinished(() => v.close().catch(() => undefined));
-  return v;
-}
-
-/** Allocated bytes of a file (du). */
-async function allocated(path: string): Promise<number> {
-  return (await stat(path)).blocks * 512;
-}
-
-function fill(len: number, byte: number): Buffer {
-  return Buffer.alloc(len, byte);
-}
-
 /** [start, end, hole] runs of an extent list starting at `offset`. */
 function runs(offset: number, ex: Extent[]): Array<[number, number, boolean]> {
   const out: Array<[number, number, boolean]> = [];
@@ -49,12 +35,6 @@ function runs(offset: number, ex: Extent[]): Array<[number, number, boolean]> {
     pos += e.length;
   }
   return out;
-}
-
-async function expectConfigError(p: Promise<unknown>, re: RegExp): Promise<void> {
-  const err = await p.then(() => undefined, (e: unknown) => e);
-  expect(isBlockgateError(err, 'ERR_CONFIG'), String(err)).toBe(true);
-  expect((err as Error).message).toMatch(re);
 }
 
 describe('native addon', () => {

@@ -59,15 +59,21 @@ async function quiesce(): Promise<void> {
   for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
 }
 
+/** A 16 KiB log filled with 4000-byte writes (the first holds bytes 0x01), and one more write waiting for space. */
+async function fullLogWithOneWaiter(): Promise<{ wl: WriteLog; blocked: Promise<string | undefined> }> {
+  const wl = await WriteLog.open('/log', { capacityBytes: 16 << 10, segmentBytes: 8 << 10, volumeId: 'v', io: new SimDisk() });
+  cleanups.push(() => wl.close());
+  let n = 0;
+  while (wl.usage().usedBytes + recordBytes(4000) <= 16 << 10) await wl.append(n++ * 4000, Buffer.alloc(4000, n));
+  const blocked = wl.append(0, Buffer.alloc(4000, 0xee)).then(() => 'acknowledged', (e: unknown) => codeOf(e));
+  await quiesce();
+  expect(wl.usage().waitingWriters).toBe(1);
+  return { wl, blocked };
+}
+
 describe('WriteLog.refuseAppends', () => {
   it('fails waiting and later appends with SHUTTING_DOWN; admitted records stay readable and sync', async () => {
-    const wl = await WriteLog.open('/log', { capacityBytes: 16 << 10, segmentBytes: 8 << 10, volumeId: 'v', io: new SimDisk() });
-    cleanups.push(() => wl.close());
-    let n = 0;
-    while (wl.usage().usedBytes + recordBytes(4000) <= 16 << 10) await wl.append(n++ * 4000, Buffer.alloc(4000, n));
-    const blocked = wl.append(0, Buffer.alloc(4000, 0xee)).then(() => 'acknowledged', (e: unknown) => codeOf(e));
-    await quiesce();
-    expect(wl.usage().waitingWriters).toBe(1);
+    const { wl, blocked } = await fullLogWithOneWaiter();
     wl.refuseAppends();
     expect(await blocked).toBe(ErrorCodes.SHUTTING_DOWN);
     expect(wl.usage().waitingWriters).toBe(0);
@@ -86,13 +92,7 @@ describe('WriteLog.refuseAppends', () => {
 
 describe('WriteLog.refuseSpaceWaits (what a closing volume calls)', () => {
   it('fails appends that lack segment space, now and later; appends that fit are still admitted', async () => {
-    const wl = await WriteLog.open('/log', { capacityBytes: 16 << 10, segmentBytes: 8 << 10, volumeId: 'v', io: new SimDisk() });
-    cleanups.push(() => wl.close());
-    let n = 0;
-    while (wl.usage().usedBytes + recordBytes(4000) <= 16 << 10) await wl.append(n++ * 4000, Buffer.alloc(4000, n));
-    const blocked = wl.append(0, Buffer.alloc(4000, 0xee)).then(() => 'acknowledged', (e: unknown) => codeOf(e));
-    await quiesce();
-    expect(wl.usage().waitingWriters).toBe(1);
+    const { wl, blocked } = await fullLogWithOneWaiter();
     wl.refuseSpaceWaits();
     expect(await blocked).toBe(ErrorCodes.SHUTTING_DOWN);
     const later = await wl.append(0, Buffer.alloc(4000, 0xdd)).then(() => 'acknowledged', (e: unknown) => codeOf(e));

@@ -5,8 +5,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { tempDir, trackChild } from '../cleanup.js';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { freePort } from '../free-port.js';
 
 export interface NbdkitHandle {
   readonly port: number;
@@ -15,16 +15,6 @@ export interface NbdkitHandle {
   stop(): Promise<void>;
 }
 
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => res(port));
-    });
-  });
-}
 
 /** Starts `nbdkit -e EXPORT PLUGIN ARGS...` on 127.0.0.1. */
 export async function startNbdkit(exportName: string, pluginArgs: string[]): Promise<NbdkitHandle> {
